@@ -1,0 +1,122 @@
+"""Settings from the environment and the integrations file, as frozen values. No Dagster, no side effects at import.
+
+Environment (CONTRACT.md): STRIPE_API_KEY, STRIPE_API_BASE, SEGFLOW_DUCKDB_PATH; project-specific variables start
+with SEGFLOW_. The integrations file names, for each Stripe account, the environment variable that holds its key,
+never the key itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+DEFAULT_DUCKDB_PATH = "data/segflow.duckdb"
+DEFAULT_INTEGRATIONS_FILE = "integrations.yaml"
+DEFAULT_INTEGRATION = "default"
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class ConfigError(ValueError):
+    """The configuration is wrong; the message says where and how to fix it."""
+
+
+@dataclass(frozen=True)
+class MrrOptions:
+    """MRR_SPEC.md options: when a scheduled cancellation stops counting, and which discounts reduce MRR."""
+
+    churn_recognition: Literal["canceled_at", "period_end"] = "canceled_at"
+    discounts: Literal["forever", "all", "none"] = "forever"
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any] | None, where: str = "options") -> "MrrOptions":
+        raw = dict(raw or {})
+        unknown = set(raw) - {"churn_recognition", "discounts"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown MRR option(s) {sorted(unknown)}; known: churn_recognition, discounts")
+        opts = cls(**raw)
+        if opts.churn_recognition not in ("canceled_at", "period_end"):
+            raise ConfigError(f"{where}: churn_recognition must be canceled_at or period_end")
+        if opts.discounts not in ("forever", "all", "none"):
+            raise ConfigError(f"{where}: discounts must be forever, all or none")
+        return opts
+
+
+@dataclass(frozen=True)
+class Integration:
+    """One connected Stripe account."""
+
+    name: str
+    key_env: str = "STRIPE_API_KEY"
+    api_base: str | None = None
+    options: MrrOptions = field(default_factory=MrrOptions)
+
+    def api_key(self, environ: Mapping[str, str] | None = None) -> str:
+        return (environ if environ is not None else os.environ).get(self.key_env, "")
+
+
+def duckdb_path(environ: Mapping[str, str] | None = None) -> Path:
+    env = environ if environ is not None else os.environ
+    return Path(env.get("SEGFLOW_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH)
+
+
+def api_base(environ: Mapping[str, str] | None = None) -> str | None:
+    env = environ if environ is not None else os.environ
+    return env.get("STRIPE_API_BASE") or None
+
+
+def integrations_file(environ: Mapping[str, str] | None = None) -> Path:
+    env = environ if environ is not None else os.environ
+    return Path(env.get("SEGFLOW_INTEGRATIONS_FILE") or DEFAULT_INTEGRATIONS_FILE)
+
+
+def load_integrations(environ: Mapping[str, str] | None = None) -> list[Integration]:
+    """The configured accounts; without a file, one integration `default` reading STRIPE_API_KEY."""
+    path = integrations_file(environ)
+    if not path.exists():
+        return [Integration(name=DEFAULT_INTEGRATION)]
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}); fix or delete the file") from None
+    entries = raw.get("integrations") if isinstance(raw, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{path}: expected a top-level 'integrations:' list with at least one account")
+    result: list[Integration] = []
+    for i, entry in enumerate(entries):
+        where = f"{path}: integrations[{i}]"
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise ConfigError(f"{where}: each integration needs a name and key_env")
+        if "key" in entry or "api_key" in entry:
+            raise ConfigError(f"{where}: never put a key in this file; name its environment variable with key_env")
+        name = str(entry["name"])
+        if not NAME_PATTERN.match(name):
+            raise ConfigError(f"{where}: name {name!r} must be lowercase letters, digits, '_' or '-'")
+        key_env = str(entry.get("key_env") or "")
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", key_env):
+            raise ConfigError(f"{where}: key_env must name an environment variable, like STRIPE_API_KEY_ACME")
+        result.append(Integration(name=name, key_env=key_env, api_base=entry.get("api_base"),
+                                  options=MrrOptions.from_mapping(entry.get("options"), f"{where}.options")))
+    names = [i.name for i in result]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: integration names must be unique, got {names}")
+    return result
+
+
+def save_integrations(integrations: list[Integration], environ: Mapping[str, str] | None = None) -> Path:
+    path = integrations_file(environ)
+    doc = {"integrations": [
+        {"name": i.name, "key_env": i.key_env,
+         **({"api_base": i.api_base} if i.api_base else {}),
+         **({"options": {"churn_recognition": i.options.churn_recognition, "discounts": i.options.discounts}}
+            if i.options != MrrOptions() else {})}
+        for i in integrations]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
+    tmp.replace(path)
+    return path

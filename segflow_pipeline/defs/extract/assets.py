@@ -1,0 +1,84 @@
+"""Stripe → DuckDB: one multi-asset syncs every raw table of one account under one shared rate limit."""
+
+from __future__ import annotations
+
+import time
+
+import dagster as dg
+
+from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
+from segflow_pipeline.resources.stripe import StripeResource
+from segflow_pipeline.resources.warehouse import WarehouseResource
+from segflow_pipeline.stripe_api.keys import empty_account_warning
+from segflow_pipeline.stripe_api.sync import sync_account
+from segflow_pipeline.stripe_api.tables import TABLES
+from segflow_pipeline.warehouse import quality, raw
+
+DESCRIPTIONS = {
+    "customers": "Stripe customers, deleted ones marked.",
+    "products": "Stripe products.",
+    "prices": "Stripe prices with their recurring terms; tiers in price_tiers.",
+    "price_tiers": "Tiers of tiered prices (fetched expanded), in Stripe's order.",
+    "coupons": "Stripe coupons: percent or amount off, duration.",
+    "subscriptions": "Every subscription in its latest state (status=all, canceled included).",
+    "subscription_items": "Every subscription item with its price and quantity, paged past what is embedded.",
+    "discounts": "Discounts attached to subscriptions, items and customers, with their coupon.",
+    "invoices": "Every invoice.",
+    "invoice_lines": "Every invoice line, paged past the 10 Stripe embeds.",
+    "events": "Stripe events of the last 30 days (Stripe keeps no more): they date subscription changes.",
+    "quarantine": "Objects Stripe sent that could not be turned into rows, with the reason.",
+}
+RAW_KEYS = {table: dg.AssetKey(["stripe", table]) for table in TABLES}
+
+
+class SyncConfig(dg.Config):
+    mode: str = "auto"  # auto: incremental from the event cursor, full on first run or after 30 days; or full
+
+
+@dg.multi_asset(
+    specs=[dg.AssetSpec(key, group_name="extract", kinds={"stripe", "duckdb"}, description=DESCRIPTIONS[table])
+           for table, key in RAW_KEYS.items()],
+    check_specs=[dg.AssetCheckSpec("unique_ids", asset=key, blocking=True) for key in RAW_KEYS.values()]
+    + [dg.AssetCheckSpec("has_subscriptions", asset=RAW_KEYS["subscriptions"])],
+    partitions_def=PARTITIONS,
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
+)
+def stripe_sync(context: dg.AssetExecutionContext, config: SyncConfig, stripe: StripeResource,
+                duckdb: WarehouseResource):
+    """Sync one Stripe account (read-only) into its working DuckDB file."""
+    integration = integration_of(context)
+    reader = stripe.reader(integration)
+    info = reader.key_info
+    context.log.info(f"Stripe account '{integration.name}': {info.mode} mode, {info.kind} key {info.masked}")
+
+    def progress(table: str, rows: int, pages: int, rate: float, eta: float | None) -> None:
+        eta_text = f", ETA {eta:.0f}s" if eta is not None else ""
+        context.log.info(f"{integration.name}/{table}: {rows} rows, {pages} pages, {rate:.0f} rows/s{eta_text}")
+
+    started = time.monotonic()
+    with duckdb.integration_connection(integration.name) as con:
+        raw.ensure_tables(con)
+        report = sync_account(reader, con, integration=integration.name, mode=config.mode, progress=progress)
+        health = quality.raw_table_health(con, integration.name)
+    for warning in report.warnings:
+        context.log.warning(warning)
+    if health["subscriptions"]["rows"] == 0:
+        context.log.warning(empty_account_warning(info))
+
+    shared = {"integration": integration.name, "sync_mode": report.mode, "requests": report.requests,
+              "retried_429": report.retried_429, "retried_5xx": report.retried_5xx,
+              "sync_seconds": round(time.monotonic() - started, 2)}
+    for table, key in RAW_KEYS.items():
+        stats = report.tables.get(table, {})
+        yield dg.MaterializeResult(asset_key=key, metadata={
+            **shared, "dagster/row_count": health[table]["rows"],
+            "rows_synced": int(stats.get("rows", 0)), "quarantined": int(stats.get("quarantined", 0)),
+        })
+    for table, key in RAW_KEYS.items():
+        dups = health[table]["duplicate_keys"]
+        yield dg.AssetCheckResult(asset_key=key, check_name="unique_ids", passed=dups == 0,
+                                  metadata={"duplicate_keys": dups})
+    subs = health["subscriptions"]["rows"]
+    yield dg.AssetCheckResult(asset_key=RAW_KEYS["subscriptions"], check_name="has_subscriptions", passed=subs > 0,
+                              severity=dg.AssetCheckSeverity.WARN,
+                              metadata={"rows": subs, **({} if subs else {"hint": empty_account_warning(info)})})

@@ -1,0 +1,92 @@
+"""metrics/mrr_daily: daily MRR per integration and currency, with movements (MRR_SPEC.md)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+
+from segflow_pipeline.config import MrrOptions
+from segflow_pipeline.defs.extract.assets import RAW_KEYS
+from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
+from segflow_pipeline.defs.reporting import failure_metadata, preview
+from segflow_pipeline.resources.warehouse import WarehouseResource
+from segflow_pipeline.transform import mrr, schemas
+from segflow_pipeline.warehouse import tables as wh
+
+MRR_DAILY = dg.AssetKey(["metrics", "mrr_daily"])
+INPUT_TABLES = ("subscriptions", "subscription_items", "prices", "price_tiers", "coupons", "discounts", "customers",
+                "invoice_lines", "events")
+CHECKS = ("matches_schema", "movements_reconcile", "one_row_per_day", "matches_live_subscriptions")
+
+
+class MrrConfig(dg.Config):
+    """Overrides of the integration's MRR options (MRR_SPEC.md); empty = the integration's own."""
+
+    churn_recognition: str = ""  # canceled_at (Stripe's dashboard) | period_end
+    discounts: str = ""  # forever (Stripe's default) | all | none
+
+
+@dg.asset(
+    key=MRR_DAILY,
+    group_name="metrics",
+    kinds={"polars", "duckdb"},
+    deps=[RAW_KEYS[t] for t in INPUT_TABLES],
+    partitions_def=PARTITIONS,
+    check_specs=[dg.AssetCheckSpec(name, asset=MRR_DAILY, blocking=True) for name in CHECKS],
+    freshness_policy=dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=26)),
+)
+def mrr_daily(context: dg.AssetExecutionContext, config: MrrConfig, duckdb: WarehouseResource):
+    """Daily MRR per currency with new, expansion, contraction, churned and reactivation movements, as Stripe's
+    Billing analytics defines them. Every check runs before anything is written: a failure keeps the last table."""
+    integration = integration_of(context)
+    options = MrrOptions.from_mapping({k: v for k, v in {"churn_recognition": config.churn_recognition,
+                                                         "discounts": config.discounts}.items() if v}
+                                      ) if (config.churn_recognition or config.discounts) else integration.options
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    today = now.date()
+    with duckdb.integration_connection(integration.name) as con:
+        frames = {t: wh.read_table(con, "stripe", t, integration.name) for t in INPUT_TABLES}
+        snapshots = (wh.read_table(con, "metrics", "mrr_snapshots", integration.name)
+                     if wh.table_exists(con, "metrics", "mrr_snapshots") else pl.DataFrame(schema=mrr.SNAPSHOT_SCHEMA))
+        inputs = mrr.MrrInputs(**frames, snapshots=snapshots)
+        unusable = mrr.unusable_rows(inputs)
+        intervals = mrr.subscription_mrr_intervals(inputs, options=options, as_of=now)
+        frame = mrr.daily_mrr(intervals, today=today)
+        failures = {
+            "matches_schema": schemas.failure_cases(schemas.MrrDaily, frame),
+            "movements_reconcile": mrr.movement_breaks(frame),
+            "one_row_per_day": mrr.gap_rows(frame),
+            "matches_live_subscriptions": mrr.live_mrr_mismatches(frame, intervals, today),
+        }
+        results = [dg.AssetCheckResult(check_name=name, passed=bad.height == 0,
+                                       metadata=failure_metadata(bad) if bad.height else {"failing_rows": 0})
+                   for name, bad in failures.items()]
+        failed = [name for name, bad in failures.items() if bad.height]
+        if failed:
+            for result in results:
+                yield result
+            raise dg.Failure(
+                f"metrics.mrr_daily for '{integration.name}' fails {', '.join(failed)}; nothing was written and the "
+                "published table is unchanged. See the check results for the offending rows.")
+        wh.replace_rows(con, "metrics", "mrr_daily", frame, integration.name)
+        wh.replace_rows(con, "metrics", "mrr_snapshots", mrr.snapshot_rows(intervals, day=today), integration.name,
+                        where={"date": today})
+        wh.replace_rows(con, "metrics", "mrr_unusable_rows", unusable.with_columns(
+            pl.lit(integration.name).alias("integration")), integration.name)
+    if unusable.height:
+        context.log.warning(f"{unusable.height} Stripe rows could not be used for MRR (see metrics.mrr_unusable_rows)")
+    yield dg.MaterializeResult(metadata=mrr_metadata(frame, today, unusable.height), check_results=results)
+
+
+def mrr_metadata(frame: pl.DataFrame, today: dt.date, unusable: int) -> dict:
+    latest = frame.filter(pl.col("date") == today)
+    metadata: dict = {"dagster/row_count": frame.height, "unusable_rows": unusable}
+    for row in latest.iter_rows(named=True):
+        metadata[f"mrr_{row['currency']}"] = dg.MetadataValue.float(float(row["mrr"]))
+    last_30 = frame.filter(pl.col("date") > today - dt.timedelta(days=30)).sort("currency", "date", descending=[False, True])
+    metadata["last_30_days"] = preview(last_30.select("date", "currency", "mrr", "new_mrr", "expansion_mrr",
+                                                      "contraction_mrr", "churned_mrr", "reactivation_mrr",
+                                                      "paying_customers"), 60)
+    return metadata

@@ -1,0 +1,31 @@
+"""publish/segflow_duckdb: the file BI tools read, replaced atomically once every upstream check passed."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from segflow_pipeline.defs.integrations import INTEGRATIONS
+from segflow_pipeline.defs.metrics.assets import MRR_DAILY
+from segflow_pipeline.resources.warehouse import WarehouseResource
+
+PUBLISHED = dg.AssetKey(["publish", "segflow_duckdb"])
+
+
+@dg.asset(key=PUBLISHED, group_name="publish", kinds={"duckdb"}, deps=[MRR_DAILY],
+          check_specs=[dg.AssetCheckSpec("readable_with_contract_tables", asset=PUBLISHED, blocking=True)])
+def segflow_duckdb(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
+    """The DuckDB file at SEGFLOW_DUCKDB_PATH: every integration's stripe, metrics and marts tables, swapped in
+    atomically so open readers keep a consistent snapshot and never block a refresh."""
+    counts = duckdb.publish([i.name for i in INTEGRATIONS])
+    with duckdb.get_connection() as con:
+        present = {f"{s}.{t}" for s, t in con.execute(
+            "select table_schema, table_name from information_schema.tables").fetchall()}
+    missing = sorted({"metrics.mrr_daily", "stripe.subscriptions", "stripe.invoices", "stripe.customers",
+                      "stripe.prices", "stripe.coupons"} - present)
+    context.log.info(f"published {duckdb.published_path} ({len(counts)} tables)")
+    yield dg.MaterializeResult(
+        metadata={"path": str(duckdb.published_path.resolve()), "tables": len(counts),
+                  **{f"rows.{name}": n for name, n in counts.items() if not name.startswith("stripe.")}},
+        check_results=[dg.AssetCheckResult(check_name="readable_with_contract_tables", passed=not missing,
+                                           metadata={"missing": ", ".join(missing) or "none"})],
+    )

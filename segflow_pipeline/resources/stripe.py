@@ -1,0 +1,48 @@
+"""`StripeResource`: the Dagster face of `stripe_api.client.StripeReader`. Thin: configuration and key safety only.
+
+The resource holds the *names* of the environment variables, never a key: Dagster stores resource config with
+runs, and a key must never reach disk (CONTRACT.md). Keys are read from the environment when a reader is built.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from segflow_pipeline.config import DEFAULT_INTEGRATION, Integration
+from segflow_pipeline.stripe_api.client import StripeReader
+from segflow_pipeline.stripe_api.keys import KeyInfo, classify
+
+
+class StripeResource(dg.ConfigurableResource):
+    """Read-only access to the configured Stripe accounts (the `default` one reads STRIPE_API_KEY)."""
+
+    key_env: str = "STRIPE_API_KEY"
+    api_base_env: str = "STRIPE_API_BASE"
+    max_requests_per_second: float = 0.0  # 0: Stripe's documented limit for the key's mode (25 test, 90 live)
+
+    _readers: dict = PrivateAttr(default_factory=dict)
+
+    def _variable(self, integration: Integration) -> str:
+        return self.key_env if integration.name == DEFAULT_INTEGRATION else integration.key_env
+
+    def key_info(self, integration: Integration) -> KeyInfo:
+        variable = self._variable(integration)
+        return classify(os.environ.get(variable, ""), variable=variable)
+
+    def api_base(self, integration: Integration) -> str | None:
+        return integration.api_base or os.environ.get(self.api_base_env) or None
+
+    def reader(self, integration: Integration) -> StripeReader:
+        """One reader (one rate limiter) per account for the life of this resource."""
+        if integration.name not in self._readers:
+            variable = self._variable(integration)
+            self._readers[integration.name] = StripeReader(
+                os.environ.get(variable, ""),
+                api_base=self.api_base(integration),
+                key_variable=variable,
+                max_requests_per_second=self.max_requests_per_second or None,
+            )
+        return self._readers[integration.name]

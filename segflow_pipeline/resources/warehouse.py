@@ -1,0 +1,43 @@
+"""`WarehouseResource`: DuckDB for the pipeline, over `warehouse.files` (per-integration working files, atomic publish).
+
+A `DuckDBResource` whose `database` is the published file (SEGFLOW_DUCKDB_PATH) that BI tools read; the pipeline
+itself writes the working file of one integration at a time and publishes by atomic rename.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+from dagster_duckdb import DuckDBResource
+
+from segflow_pipeline.warehouse import files
+
+
+class WarehouseResource(DuckDBResource):
+    """The DuckDB file BI reads (`database`), and the per-integration working files the pipeline writes."""
+
+    lock_timeout_s: float = 600.0
+
+    @property
+    def published_path(self) -> Path:
+        return Path(self.database)
+
+    @contextlib.contextmanager
+    def integration_connection(self, integration: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        with files.integration_connection(self.published_path, integration, timeout_s=self.lock_timeout_s) as con:
+            yield con
+
+    @contextlib.contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection to the published file (what BI tools see)."""
+        con = duckdb.connect(str(self.published_path), read_only=True)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def publish(self, integrations: list[str]) -> dict[str, int]:
+        return files.publish(self.published_path, integrations, timeout_s=self.lock_timeout_s)

@@ -1,0 +1,151 @@
+"""Where the DuckDB files live, who may write them, and how a refresh becomes visible to BI readers.
+
+Layout beside SEGFLOW_DUCKDB_PATH (the published file BI tools open):
+- `<dir>/.segflow/<integration>.duckdb`: one working file per integration (raw Stripe tables, snapshots, metrics,
+  marts of that account). Only the pipeline writes it, while holding `<integration>.lock` (an flock: released by
+  the kernel even on kill -9), so two refreshes of one account never interleave and refreshes of two accounts never
+  block each other.
+- Publishing reads every integration's working file under its lock, writes the union into a new file beside the
+  published one, and renames it over the published path (atomic on POSIX). Readers that hold the old file open keep
+  their snapshot until they reconnect; nobody ever opens the published file for writing, so readers never block
+  the pipeline and never see half a refresh.
+No Dagster here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+
+PUBLISHED_SCHEMAS = ("stripe", "metrics", "marts")
+
+
+class WarehouseBusy(RuntimeError):
+    """Another refresh holds the integration's working file."""
+
+
+def state_dir(published: Path) -> Path:
+    return published.parent / ".segflow"
+
+
+def working_path(published: Path, integration: str) -> Path:
+    return state_dir(published) / f"{integration}.duckdb"
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, timeout_s: float, what: str) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise WarehouseBusy(
+                        f"{what} is busy: another refresh is writing it. Wait for that run to finish "
+                        "(Dagster UI → Runs), then retry."
+                    ) from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def integration_connection(published: Path, integration: str, *, timeout_s: float = 600.0
+                           ) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-write connection to one integration's working file, held under its lock."""
+    path = working_path(published, integration)
+    with file_lock(path.with_suffix(".lock"), timeout_s=timeout_s, what=f"integration {integration!r}"):
+        con = duckdb.connect(str(path))
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+def known_integrations(published: Path) -> list[str]:
+    folder = state_dir(published)
+    return sorted(p.stem for p in folder.glob("*.duckdb")) if folder.exists() else []
+
+
+def publish(published: Path, integrations: list[str], *, timeout_s: float = 600.0) -> dict[str, int]:
+    """Union every integration's tables into a new file and rename it over `published`. Returns rows per table."""
+    published.parent.mkdir(parents=True, exist_ok=True)
+    tmp = published.with_name(f".{published.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    counts: dict[str, int] = {}
+    with file_lock(state_dir(published) / "publish.lock", timeout_s=timeout_s, what="publishing"):
+        with contextlib.ExitStack() as stack:
+            for name in integrations:
+                path = working_path(published, name)
+                if path.exists():
+                    stack.enter_context(file_lock(path.with_suffix(".lock"), timeout_s=timeout_s,
+                                                  what=f"integration {name!r}"))
+            con = duckdb.connect(str(tmp))
+            try:
+                counts = _union_into(con, published, integrations)
+                con.execute("checkpoint")
+            finally:
+                con.close()
+        _fsync(tmp)
+        os.replace(tmp, published)
+        _fsync_dir(published.parent)
+    return counts
+
+
+def _union_into(con: duckdb.DuckDBPyConnection, published: Path, integrations: list[str]) -> dict[str, int]:
+    aliases: list[str] = []
+    for i, name in enumerate(integrations):
+        path = working_path(published, name)
+        if not path.exists():
+            continue
+        alias = f"src{i}"
+        con.execute(f"attach '{_sql_path(path)}' as {alias} (read_only)")
+        aliases.append(alias)
+    tables: dict[tuple[str, str], list[str]] = {}
+    for alias in aliases:
+        rows = con.execute(
+            "select schema_name, table_name from duckdb_tables() where database_name = ? and schema_name in "
+            "(select unnest(?::varchar[])) order by all", [alias, list(PUBLISHED_SCHEMAS)]).fetchall()
+        for schema, table in rows:
+            tables.setdefault((schema, table), []).append(alias)
+    counts: dict[str, int] = {}
+    for (schema, table), sources in sorted(tables.items()):
+        con.execute(f'create schema if not exists "{schema}"')
+        union = " union all by name ".join(f'select * from {a}."{schema}"."{table}"' for a in sources)
+        con.execute(f'create table "{schema}"."{table}" as {union}')
+        counts[f"{schema}.{table}"] = con.execute(f'select count(*) from "{schema}"."{table}"').fetchone()[0]
+    for alias in aliases:
+        con.execute(f"detach {alias}")
+    return counts
+
+
+def _sql_path(path: Path) -> str:
+    # ATTACH takes no bound parameters; the path is ours (state_dir + a validated integration name).
+    return str(path).replace("'", "''")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        _fsync(path)

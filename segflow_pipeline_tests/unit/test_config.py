@@ -1,0 +1,39 @@
+import pytest
+
+from segflow_pipeline import config
+
+
+def test_no_file_means_one_default_integration(tmp_path):
+    env = {"SEGFLOW_INTEGRATIONS_FILE": str(tmp_path / "none.yaml")}
+    assert config.load_integrations(env) == [config.Integration(name="default")]
+
+
+def test_file_round_trip_keeps_names_env_vars_and_options(tmp_path):
+    env = {"SEGFLOW_INTEGRATIONS_FILE": str(tmp_path / "integrations.yaml")}
+    saved = [config.Integration("acme", "STRIPE_KEY_ACME"),
+             config.Integration("globex", "STRIPE_KEY_GLOBEX", api_base="http://127.0.0.1:1",
+                                options=config.MrrOptions(churn_recognition="period_end", discounts="all"))]
+    config.save_integrations(saved, env)
+    assert config.load_integrations(env) == saved
+    assert "sk_" not in (tmp_path / "integrations.yaml").read_text()
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ("integrations: []", "at least one account"),
+    ("integrations:\n  - name: Acme\n    key_env: K", "must be lowercase"),
+    ("integrations:\n  - name: acme\n    key_env: lower", "key_env must name an environment variable"),
+    ("integrations:\n  - name: acme\n    key: sk_test_abc\n    key_env: K", "never put a key in this file"),
+    ("integrations:\n  - name: a\n    key_env: K\n  - name: a\n    key_env: J", "must be unique"),
+    ("integrations:\n  - name: a\n    key_env: K\n    options: {discounts: some}", "discounts must be"),
+    ("integrations: [", "not valid YAML"),
+], ids=["empty", "uppercase-name", "bad-env-name", "key-in-file", "duplicate", "bad-option", "broken-yaml"])
+def test_bad_files_are_refused_with_the_fix(tmp_path, body, fragment):
+    path = tmp_path / "integrations.yaml"
+    path.write_text(body)
+    with pytest.raises(config.ConfigError, match=fragment):
+        config.load_integrations({"SEGFLOW_INTEGRATIONS_FILE": str(path)})
+
+
+def test_duckdb_path_default_and_override():
+    assert str(config.duckdb_path({})) == "data/segflow.duckdb"
+    assert str(config.duckdb_path({"SEGFLOW_DUCKDB_PATH": "/x/y.duckdb"})) == "/x/y.duckdb"

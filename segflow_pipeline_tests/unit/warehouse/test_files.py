@@ -1,0 +1,68 @@
+"""Publishing: per-integration working files, union, atomic swap under open readers."""
+
+import threading
+
+import duckdb
+import pytest
+
+from segflow_pipeline.warehouse import files
+
+
+def _write(published, integration, value):
+    with files.integration_connection(published, integration) as con:
+        con.execute("create schema if not exists metrics")
+        con.execute("create or replace table metrics.t as select ? as integration, ?::integer as v",
+                    [integration, value])
+
+
+def test_publish_unions_integrations_and_skips_other_schemas(tmp_path):
+    published = tmp_path / "segflow.duckdb"
+    _write(published, "a", 1)
+    _write(published, "b", 2)
+    with files.integration_connection(published, "a") as con:
+        con.execute("create table main.scratch as select 1 as x")
+    counts = files.publish(published, ["a", "b"])
+    assert counts == {"metrics.t": 2}
+    con = duckdb.connect(str(published), read_only=True)
+    assert con.execute("select integration, v from metrics.t order by 1").fetchall() == [("a", 1), ("b", 2)]
+    assert con.execute("select count(*) from information_schema.tables where table_name='scratch'").fetchone()[0] == 0
+    con.close()
+
+
+def test_open_reader_keeps_its_snapshot_and_never_blocks_publish(tmp_path):
+    published = tmp_path / "segflow.duckdb"
+    _write(published, "a", 1)
+    files.publish(published, ["a"])
+    reader = duckdb.connect(str(published), read_only=True)
+    _write(published, "a", 2)
+    files.publish(published, ["a"])  # must not wait for or fail on the open reader
+    assert reader.execute("select v from metrics.t").fetchone()[0] == 1  # old snapshot, consistent
+    reader.close()
+    fresh = duckdb.connect(str(published), read_only=True)
+    assert fresh.execute("select v from metrics.t").fetchone()[0] == 2  # new data on reconnect
+    fresh.close()
+    assert not list(tmp_path.glob(".segflow.duckdb.tmp-*"))
+
+
+def test_second_writer_of_one_integration_waits_then_says_busy(tmp_path):
+    published = tmp_path / "segflow.duckdb"
+    entered = threading.Event()
+    release = threading.Event()
+
+    def hold():
+        with files.integration_connection(published, "a"):
+            entered.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    entered.wait(5)
+    try:
+        with pytest.raises(files.WarehouseBusy, match="another refresh is writing it"):
+            with files.integration_connection(published, "a", timeout_s=0.3):
+                pass
+        with files.integration_connection(published, "b", timeout_s=0.3):
+            pass  # another account is not blocked
+    finally:
+        release.set()
+        thread.join()

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import stripe
 
 from segflow_pipeline.stripe_api.keys import (
@@ -38,7 +39,16 @@ class ReadOnlyViolation(RuntimeError):
 
 
 class StripeAPIFailure(RuntimeError):
-    """A Stripe request that failed after every retry; the message is key-free and says what to try."""
+    """A Stripe request that failed after every retry; the message is key-free and says what to try.
+
+    `http_status` and `code` (Stripe's error code, e.g. `resource_missing`) let callers tell a deleted object
+    (404) from an outage.
+    """
+
+    def __init__(self, message: str, *, http_status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.code = code
 
 
 class ReadOnlyHTTPClient(stripe.RequestsClient):
@@ -157,8 +167,7 @@ class StripeReader:
             self.rate_limiter.acquire()
             self.stats.add(requests=1)
             try:
-                response = self._client.raw_request("get", path, **dict(params or {}))
-                return response.data
+                return self._get_once(path, params)
             except stripe.RateLimitError as exc:
                 counter, retry_after = "retried_429", _retry_after(exc)
                 self.rate_limiter.penalize(retry_after or 1.0)
@@ -183,6 +192,25 @@ class StripeReader:
             self.stats.add(**{counter: 1})
             self._sleep(retry_after if retry_after is not None else self._backoff(attempt))
 
+    def _get_once(self, path: str, params: Mapping[str, Any] | None) -> dict:
+        """One GET through the SDK's requestor (auth, Stripe-Version, telemetry), the body parsed with orjson.
+
+        `raw_request` would also parse the body with the standard library into OrderedDicts, about 3x slower
+        than orjson on a 100-object page; errors still go through the SDK so they raise its typed exceptions.
+        """
+        requestor = self._client._requestor  # type: ignore[attr-defined]
+        body, code, headers = requestor.request_raw(
+            "get", path, params=dict(params or {}), options=None, base_address="api", api_mode="V1",
+            usage=["raw_request"],
+        )
+        if 200 <= code < 300:
+            try:
+                return orjson.loads(body)
+            except orjson.JSONDecodeError:
+                pass  # let the SDK raise its "Invalid response body" error
+        requestor._interpret_response(body, code, headers, "V1")
+        raise stripe.APIError(f"Unexpected response from Stripe (HTTP {code})", http_status=code)
+
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with full jitter (AWS architecture blog, 'Exponential Backoff And Jitter')."""
         return random.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** attempt))
@@ -192,7 +220,8 @@ class StripeReader:
         message = redact(getattr(exc, "user_message", None) or exc.__class__.__name__, self._key)
         return StripeAPIFailure(
             f"Stripe GET {path} failed{f' with HTTP {status}' if status else ''} after {attempts} attempt(s): "
-            f"{message}. Check https://status.stripe.com and STRIPE_API_BASE ({self.api_base}), then retry."
+            f"{message}. Check https://status.stripe.com and STRIPE_API_BASE ({self.api_base}), then retry.",
+            http_status=status, code=getattr(exc, "code", None),
         )
 
     def iter_pages(self, path: str, params: Mapping[str, Any] | None = None, *, page_size: int = 100,

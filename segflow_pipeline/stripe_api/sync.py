@@ -1,0 +1,622 @@
+"""The sync engine: one Stripe account → the raw tables of schema `stripe`, full or incremental. No Dagster.
+
+What belongs here: which lists and objects to read, in what order and how concurrently, and when a sync is full
+or incremental. Turning objects into rows is `objects.py`; storing them (staging, swap, upsert, cursor) is
+`warehouse/raw.py`; HTTP, rate limits and retries are `client.py`.
+
+Full sync. Every list is split into half-open `created` windows [a, b) (`created[gte]=a&created[lt]=b`), so
+objects sharing one second at a boundary fall in exactly one window. A window pages with `starting_after`; when a
+page says `has_more` while workers are idle, the rest of the window is bisected: the part holding the cursor
+continues paging, the other part starts fresh. Children beyond what a parent embeds (invoice lines past the 10
+embedded, subscription items past the embedded ones) are paged as tasks of their own. Rows stream into staging
+tables in Arrow batches and are published in one transaction at the end (`raw.swap_full`).
+
+Incremental sync. Events after the stored cursor (Stripe keeps 30 days) say which objects changed; their
+`data.object` is in the API version of the event, so the objects themselves are read again
+(https://docs.stripe.com/api/events): objects created since the last sync with one windowed list per kind,
+older ones by id, all concurrently, then upserted with the new cursor in one transaction (`raw.apply_changes`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import duckdb
+import pyarrow as pa
+
+from segflow_pipeline.stripe_api import objects
+from segflow_pipeline.stripe_api.client import StripeAPIFailure, StripeReader
+from segflow_pipeline.stripe_api.keys import empty_account_warning
+from segflow_pipeline.stripe_api.tables import TABLES
+from segflow_pipeline.warehouse import raw
+
+Progress = Callable[[str, int, int, float, "float | None"], None]
+Mode = Literal["auto", "full", "incremental"]
+
+EVENT_RETENTION_S = 30 * 86400  # https://docs.stripe.com/api/events: events of the last 30 days only
+# A cursor this close to the retention limit is not trusted: events may expire while we page.
+RETENTION_MARGIN_S = 3600
+PAGE_SIZE = 100
+# Rows buffered per table before an Arrow batch goes to DuckDB: bounds memory on very large accounts.
+FLUSH_ROWS = 20_000
+FLUSH_BYTES = 64 << 20
+PROGRESS_EVERY_S = 2.0
+# Full-sync windows end this far after "now", so a clock ahead of ours does not hide recent objects.
+CLOCK_SKEW_S = 86400
+
+
+@dataclass(frozen=True)
+class ListSpec:
+    """One Stripe list the full sync reads completely."""
+
+    kind: str                      # key of objects.EXTRACTORS; also the main table
+    path: str
+    params: dict[str, Any]
+    resource: str                  # what a restricted key needs to read it (error messages)
+    retrieve_params: dict[str, Any] = field(default_factory=dict)
+
+    def retrieve_path(self, object_id: str) -> str:
+        return f"{self.path}/{urllib.parse.quote(object_id, safe='')}"
+
+
+# Expansion depth is at most 4 and `data.` counts as one level (https://docs.stripe.com/expand#lists):
+# data.items.data.discounts is the deepest we may ask for. Tiers only come when expanded.
+LISTS: tuple[ListSpec, ...] = (
+    ListSpec("customers", "/v1/customers", {}, "customers"),
+    ListSpec("products", "/v1/products", {}, "products"),
+    ListSpec("prices", "/v1/prices", {"expand": ["data.tiers"]}, "prices", {"expand": ["tiers"]}),
+    ListSpec("coupons", "/v1/coupons", {}, "coupons"),
+    # Without status, canceled and incomplete_expired subscriptions are hidden.
+    ListSpec("subscriptions", "/v1/subscriptions",
+             {"status": "all", "expand": ["data.discounts", "data.items.data.discounts"]}, "subscriptions",
+             {"expand": ["discounts", "items.data.discounts"]}),
+    ListSpec("invoices", "/v1/invoices", {}, "invoices"),
+)
+EVENTS = ListSpec("events", "/v1/events", {}, "events")
+BY_KIND = {spec.kind: spec for spec in (*LISTS, EVENTS)}
+ITEMS = ListSpec("subscription_items", "/v1/subscription_items", {"expand": ["data.discounts"]}, "subscriptions")
+LINES = ListSpec("invoice_lines", "/v1/invoices/{}/lines", {}, "invoices")
+# Table each kind's quarantine rows are counted under.
+MAIN_TABLE = {**{spec.kind: spec.kind for spec in (*LISTS, EVENTS)},
+              "subscription_items": "subscription_items", "invoice_lines": "invoice_lines"}
+
+
+@dataclass
+class SyncReport:
+    """What a sync did: per table rows written, objects quarantined and seconds until its last page arrived."""
+
+    mode: str
+    tables: dict[str, dict[str, Any]]
+    requests: int = 0
+    retried_429: int = 0
+    retried_5xx: int = 0
+    retried_network: int = 0
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def objects(self) -> int:
+        return sum(t["rows"] for name, t in self.tables.items() if name != "quarantine")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Windows
+
+
+def split_window(lo: int, hi: int, parts: int = 2) -> list[tuple[int, int]]:
+    """Split the half-open window [lo, hi) into at most `parts` adjacent, non-empty half-open windows.
+
+    Together they cover [lo, hi) exactly once, so an object created at second s (lo <= s < hi) is in exactly one.
+    """
+    if hi <= lo:
+        return []
+    parts = max(1, min(parts, hi - lo))
+    bounds = [lo + (hi - lo) * i // parts for i in range(parts + 1)]
+    return [(a, b) for a, b in zip(bounds, bounds[1:]) if a < b]
+
+
+def remaining_window(lo: int, last_created: int) -> tuple[int, int]:
+    """After a page whose last (oldest) object was created at `last_created`, what is left of [lo, hi).
+
+    Lists are newest first, so the rest is older than or as old as that object: [lo, last_created + 1), paged on
+    with `starting_after` (objects of the same second not yet returned come after the cursor).
+    """
+    return lo, last_created + 1
+
+
+def window_params(base: dict[str, Any], lo: int, hi: int, cursor: str | None) -> dict[str, Any]:
+    params = {**base, "limit": PAGE_SIZE, "created": {"gte": lo, "lt": hi}}
+    if cursor:
+        params["starting_after"] = cursor
+    return params
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tasks run by worker threads; results are folded in by the thread that owns the DuckDB connection.
+
+
+@dataclass
+class _Task:
+    spec: ListSpec
+    path: str
+    params: dict[str, Any]
+    lo: int | None = None          # windowed list: [lo, hi)
+    hi: int | None = None
+    context: dict[str, Any] = field(default_factory=dict)   # children: parent ids; retrieve: object id
+    retrieve: str | None = None    # retrieve one object by id
+
+
+@dataclass
+class _Result:
+    task: _Task
+    rows: objects.Rows
+    pages: int = 1
+    objects: int = 0
+    has_more: bool = False
+    last_id: str | None = None
+    last_created: int | None = None
+    children: list[_Task] = field(default_factory=list)
+    paged_items: list[str] = field(default_factory=list)
+    deleted: str | None = None     # retrieve: the object is gone
+    missing: str | None = None     # retrieve: 404 on an object that cannot be deleted
+    events: list[tuple] = field(default_factory=list)
+    newest_event: tuple[int, str] | None = None
+
+
+def _children(kind: str, page: list, rows: objects.Rows) -> tuple[list[_Task], list[str]]:
+    """Tasks paging what the objects of `page` did not embed: items past a subscription's, lines past 10."""
+    bad = {object_id for _, object_id in rows.quarantined_ids}
+    tasks: list[_Task] = []
+    paged_items: list[str] = []
+    for obj in page:
+        if not isinstance(obj, dict) or obj.get("id") in bad:
+            continue
+        if kind == "subscriptions":
+            embedded = obj.get("items") or {}
+            data = embedded.get("data") or []
+            if embedded.get("has_more") and data:
+                params = {**ITEMS.params, "subscription": obj["id"], "limit": PAGE_SIZE,
+                          "starting_after": data[-1]["id"]}
+                tasks.append(_Task(ITEMS, ITEMS.path, params, context={"subscription": obj["id"]}))
+                paged_items.append(obj["id"])
+        elif kind == "invoices":
+            embedded = obj.get("lines") or {}
+            data = embedded.get("data") or []
+            if embedded.get("has_more") and data:
+                path = LINES.path.format(urllib.parse.quote(obj["id"], safe=""))
+                params = {**LINES.params, "limit": PAGE_SIZE, "starting_after": data[-1]["id"]}
+                customer = objects._id(obj.get("customer"))
+                tasks.append(_Task(LINES, path, params, context={"invoice": obj["id"], "customer": customer}))
+    return tasks, paged_items
+
+
+def _event_facts(page: list) -> list[tuple]:
+    """(created, id, type, data.object) of each event, for deciding what to read again."""
+    facts = []
+    for event in page:
+        if isinstance(event, dict) and isinstance(event.get("data"), dict):
+            facts.append((event.get("created") or 0, event.get("id") or "", event.get("type") or "",
+                          event["data"].get("object")))
+    return facts
+
+
+class _Engine:
+    """Runs tasks on a thread pool and folds results into a sink, splitting windows while workers are idle."""
+
+    def __init__(self, reader: StripeReader, integration: str, concurrency: int, sink: "_Sink") -> None:
+        self.reader = reader
+        self.integration = integration
+        self.concurrency = max(1, concurrency)
+        self.sink = sink
+        self.paged_items: list[str] = []
+        self.deleted: dict[str, set[str]] = {}
+        self.missing: dict[str, set[str]] = {}
+        self.events: list[tuple] = []
+        self.newest_event: tuple[int, str] | None = None
+        self._local = threading.local()
+
+    # -- worker side ------------------------------------------------------------------------------------------
+    def _run(self, task: _Task) -> _Result:
+        spec = task.spec
+        if task.retrieve is not None:
+            try:
+                obj = self.reader.get(task.path, task.params, resource=spec.resource)
+            except StripeAPIFailure as exc:
+                if exc.http_status != 404:
+                    raise
+                # Deleted prices, products, coupons and draft invoices are gone: 404 resource_missing.
+                return _Result(task, objects.Rows(), deleted=task.retrieve)
+            if isinstance(obj, dict) and obj.get("deleted") is True:
+                return _Result(task, objects.Rows(), deleted=task.retrieve)
+            page, has_more = [obj], False
+        else:
+            body = self.reader.get(task.path, task.params, resource=spec.resource)
+            page = body.get("data") or []
+            has_more = bool(body.get("has_more")) and bool(page)
+        rows = objects.rows_of(spec.kind, page, self.integration, context=task.context)
+        result = _Result(task, rows, objects=len(page), has_more=has_more)
+        if page:
+            last = page[-1] if isinstance(page[-1], dict) else {}
+            result.last_id = last.get("id")
+            result.last_created = last.get("created") if isinstance(last.get("created"), int) else None
+        result.children, result.paged_items = _children(spec.kind, page, rows)
+        if spec.kind == "events":
+            result.events = _event_facts(page)
+        return result
+
+    # -- coordinator side -------------------------------------------------------------------------------------
+    def run(self, tasks: Iterable[_Task]) -> None:
+        pending: deque[_Task] = deque(tasks)
+        inflight: dict[Future, _Task] = {}
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="stripe-sync") as pool:
+            try:
+                while pending or inflight:
+                    while pending and len(inflight) < self.concurrency:
+                        task = pending.popleft()
+                        inflight[pool.submit(self._run, task)] = task
+                    done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        inflight.pop(future)
+                        result = future.result()  # errors (StripeSetupError...) propagate unchanged
+                        self._fold(result)
+                        idle = self.concurrency - len(inflight) - len(pending)
+                        follow = self._follow_ups(result, idle)
+                        # Children first: they finish parents whose rows are already staged.
+                        pending.extendleft(reversed(follow))
+            except BaseException:
+                for future in inflight:
+                    future.cancel()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+
+    def _fold(self, result: _Result) -> None:
+        task = result.task
+        self.sink.add(task.spec.kind, result.rows, pages=1)
+        self.paged_items.extend(result.paged_items)
+        if result.deleted is not None:
+            self.deleted.setdefault(task.spec.kind, set()).add(result.deleted)
+        if result.events:
+            self.events.extend(result.events)
+
+    def _follow_ups(self, result: _Result, idle: int) -> list[_Task]:
+        task = result.task
+        follow = list(result.children)
+        if not result.has_more or result.last_id is None:
+            return follow
+        if task.lo is None or result.last_created is None:
+            # Children and lists without windows page on sequentially.
+            follow.append(_Task(task.spec, task.path, {**task.params, "starting_after": result.last_id},
+                                context=task.context))
+            return follow
+        lo, hi = remaining_window(task.lo, result.last_created)
+        if idle > 0 and hi - lo >= 2:
+            # Bisect: the newer half keeps the cursor (its object lies in it), the older half starts fresh.
+            (older, newer) = split_window(lo, hi, 2)
+            follow.append(self._window(task.spec, newer[0], newer[1], result.last_id))
+            follow.append(self._window(task.spec, older[0], older[1], None))
+        else:
+            follow.append(self._window(task.spec, lo, hi, result.last_id))
+        return follow
+
+    @staticmethod
+    def _window(spec: ListSpec, lo: int, hi: int, cursor: str | None) -> _Task:
+        return _Task(spec, spec.path, window_params(spec.params, lo, hi, cursor), lo=lo, hi=hi)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sinks: where rows go (staging tables for a full sync, memory for an incremental one), with counters.
+
+
+class _Sink:
+    def __init__(self, progress: Progress | None, started: float) -> None:
+        self.progress = progress
+        self.started = started
+        self.rows: dict[str, int] = {}
+        self.quarantined: dict[str, int] = {}
+        self.seconds: dict[str, float] = {}
+        self.pages: dict[str, int] = {}
+        self.objects_by_kind: dict[str, int] = {}
+        self.reasons: dict[str, list[str]] = {}
+        self._last_progress: dict[str, float] = {}
+
+    def add(self, kind: str, rows: objects.Rows, pages: int) -> None:
+        now = time.monotonic()
+        self.pages[kind] = self.pages.get(kind, 0) + pages
+        for table, data in rows.tables.items():
+            self.rows[table] = self.rows.get(table, 0) + data.num_rows
+            self.seconds[table] = now - self.started
+            self.store(table, data)
+        if rows.quarantined:
+            main = MAIN_TABLE[kind]
+            self.quarantined[main] = self.quarantined.get(main, 0) + rows.quarantined
+            reasons = rows.tables["quarantine"].column("reason").to_pylist()
+            self.reasons.setdefault(main, []).extend(reasons[: max(0, 3 - len(self.reasons.get(main, [])))])
+        main_rows = rows.count(MAIN_TABLE[kind])
+        self.objects_by_kind[kind] = self.objects_by_kind.get(kind, 0) + main_rows
+        if self.progress is not None and now - self._last_progress.get(kind, 0.0) >= PROGRESS_EVERY_S:
+            self._last_progress[kind] = now
+            self.report_progress(kind, now)
+
+    def report_progress(self, kind: str, now: float | None = None) -> None:
+        if self.progress is None:
+            return
+        elapsed = max(1e-9, (now or time.monotonic()) - self.started)
+        done = self.objects_by_kind.get(kind, 0)
+        self.progress(kind, done, self.pages.get(kind, 0), done / elapsed, None)
+
+    def store(self, table: str, data: pa.Table) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        pass
+
+
+class _StagingSink(_Sink):
+    """Streams rows into `stripe_staging`, one Arrow batch per table every FLUSH_ROWS rows."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, progress: Progress | None, started: float) -> None:
+        super().__init__(progress, started)
+        self.con = con
+        self.buffers: dict[str, list[pa.Table]] = {}
+        self.buffered_rows: dict[str, int] = {}
+        self.buffered_bytes = 0
+
+    def store(self, table: str, data: pa.Table) -> None:
+        self.buffers.setdefault(table, []).append(data)
+        self.buffered_rows[table] = self.buffered_rows.get(table, 0) + data.num_rows
+        self.buffered_bytes += data.nbytes
+        if self.buffered_rows[table] >= FLUSH_ROWS:
+            self._flush_table(table)
+        if self.buffered_bytes >= FLUSH_BYTES:
+            self.flush()
+
+    def _flush_table(self, table: str) -> None:
+        parts = self.buffers.pop(table, [])
+        self.buffered_rows.pop(table, None)
+        if parts:
+            self.buffered_bytes -= sum(p.nbytes for p in parts)
+            raw.append_staging(self.con, table, parts)
+
+    def flush(self) -> None:
+        for table in list(self.buffers):
+            self._flush_table(table)
+        self.buffered_bytes = 0
+
+
+class _MemorySink(_Sink):
+    """Keeps an incremental sync's rows for one upsert transaction."""
+
+    def __init__(self, progress: Progress | None, started: float) -> None:
+        super().__init__(progress, started)
+        self.tables: dict[str, list[pa.Table]] = {}
+
+    def store(self, table: str, data: pa.Table) -> None:
+        self.tables.setdefault(table, []).append(data)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Events → objects to read again
+
+
+@dataclass
+class ChangeSet:
+    """Objects events say changed: ids per kind (with `created` when the event told it) and deleted ids."""
+
+    reread: dict[str, dict[str, int | None]] = field(default_factory=dict)
+    deleted: dict[str, set[str]] = field(default_factory=dict)
+
+    def mark(self, kind: str, object_id: Any, created: Any = None) -> None:
+        if isinstance(object_id, str) and object_id:
+            self.reread.setdefault(kind, {})[object_id] = created if isinstance(created, int) else None
+            self.deleted.get(kind, set()).discard(object_id)
+
+    def delete(self, kind: str, object_id: Any) -> None:
+        if isinstance(object_id, str) and object_id:
+            self.deleted.setdefault(kind, set()).add(object_id)
+            self.reread.get(kind, {}).pop(object_id, None)
+
+
+_DELETED_KINDS = {"customer.deleted": "customers", "product.deleted": "products", "price.deleted": "prices",
+                  "plan.deleted": "prices", "coupon.deleted": "coupons", "invoice.deleted": "invoices"}
+
+
+def changed_objects(events: Iterable[tuple]) -> ChangeSet:
+    """Which objects to read again (or mark deleted), from (created, id, type, data.object) of events.
+
+    Events are applied oldest first, so the last word on an object wins (updated then deleted → deleted).
+    """
+    changes = ChangeSet()
+    for _, _, kind_of_event, obj in sorted(events, key=lambda e: (e[0], e[1])):
+        if not isinstance(obj, dict):
+            continue
+        object_id, created = obj.get("id"), obj.get("created")
+        prefix = kind_of_event.split(".", 1)[0]
+        if kind_of_event in _DELETED_KINDS:
+            changes.delete(_DELETED_KINDS[kind_of_event], object_id)
+        elif kind_of_event.startswith("customer.subscription."):
+            # customer.subscription.deleted is a cancellation: the subscription stays, status canceled.
+            changes.mark("subscriptions", object_id, created)
+        elif kind_of_event.startswith("customer.discount."):
+            if obj.get("subscription"):
+                changes.mark("subscriptions", objects._id(obj.get("subscription")))
+            elif obj.get("customer"):
+                changes.mark("customers", objects._id(obj.get("customer")))
+        elif kind_of_event in ("customer.created", "customer.updated"):
+            changes.mark("customers", object_id, created)
+        elif prefix == "customer" and obj.get("customer"):
+            changes.mark("customers", objects._id(obj.get("customer")))  # customer.source.*, customer.tax_id.*
+        elif prefix == "invoice":
+            changes.mark("invoices", object_id, created)
+        elif prefix == "invoiceitem":
+            if obj.get("invoice"):
+                changes.mark("invoices", objects._id(obj.get("invoice")))
+        elif prefix in ("price", "plan"):
+            changes.mark("prices", object_id, created)
+        elif prefix == "product":
+            changes.mark("products", object_id, created)
+        elif prefix == "coupon":
+            changes.mark("coupons", object_id, created)
+    return changes
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def _utc(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).replace(tzinfo=None)
+
+
+def _epoch(value: dt.datetime) -> int:
+    return int(value.replace(tzinfo=dt.timezone.utc).timestamp())
+
+
+def choose_mode(mode: Mode, state: raw.SyncState | None, now: float) -> Literal["full", "incremental"]:
+    """`auto`: incremental from the stored cursor, full on first run or when events since may have expired."""
+    fresh = (state is not None and state.last_sync_at is not None and state.last_event_created is not None
+             and now - _epoch(state.last_sync_at) < EVENT_RETENTION_S - RETENTION_MARGIN_S)
+    if mode == "full":
+        return "full"
+    if mode == "incremental":
+        if not fresh:
+            raise ValueError(
+                "An incremental sync needs a previous sync of this integration less than 30 days ago (Stripe keeps "
+                "events for 30 days); run a full sync (mode='full' or 'auto') first.")
+        return "incremental"
+    if mode != "auto":
+        raise ValueError(f"mode must be 'auto', 'full' or 'incremental', not {mode!r}")
+    return "incremental" if fresh else "full"
+
+
+def sync_account(reader: StripeReader, con: duckdb.DuckDBPyConnection, integration: str = "default",
+                 mode: Mode = "auto", progress: Progress | None = None, concurrency: int = 32) -> SyncReport:
+    """Bring the integration's rows in schema `stripe` up to date with the account `reader` reads.
+
+    The tables must exist (`raw.ensure_tables`). `StripeSetupError` (bad key, missing permission) propagates
+    unchanged; a sync that fails or is killed leaves the tables as the last successful sync left them.
+    """
+    started_wall = time.time()
+    started = time.monotonic()
+    before = reader.stats.as_dict()
+    chosen = choose_mode(mode, raw.read_state(con, integration), started_wall)
+    if chosen == "full":
+        sink, warnings = _full(reader, con, integration, progress, concurrency, started_wall, started)
+    else:
+        sink, warnings = _incremental(reader, con, integration, progress, concurrency, started_wall, started)
+    after = reader.stats.as_dict()
+    report = SyncReport(
+        mode=chosen,
+        tables={table: {"rows": sink.rows.get(table, 0), "quarantined": sink.quarantined.get(table, 0),
+                        "seconds": round(sink.seconds.get(table, 0.0), 3)}
+                for table in TABLES if table != "quarantine"},
+        warnings=warnings,
+        seconds=time.monotonic() - started,
+        **{name: after[name] - before[name] for name in before},
+    )
+    for table, count in sorted(sink.quarantined.items()):
+        reasons = "; ".join(sink.reasons.get(table, []))
+        report.warnings.append(f"{count} {table} object(s) could not be read and are in stripe.quarantine "
+                               f"(e.g. {reasons})")
+    return report
+
+
+def _full(reader: StripeReader, con: duckdb.DuckDBPyConnection, integration: str, progress: Progress | None,
+          concurrency: int, started_wall: float, started: float) -> tuple[_Sink, list[str]]:
+    raw.clear_staging(con, integration)
+    sink = _StagingSink(con, progress, started)
+    engine = _Engine(reader, integration, concurrency, sink)
+    hi = int(started_wall) + CLOCK_SKEW_S
+    events_lo = int(started_wall) - EVENT_RETENTION_S
+    tasks = [engine._window(spec, 0, hi, None) for spec in LISTS]
+    tasks.append(engine._window(EVENTS, events_lo, hi, None))
+    engine.run(tasks)
+    sink.flush()
+    for spec in (*LISTS, EVENTS):
+        sink.report_progress(spec.kind)
+    raw.fill_subscription_periods(con, raw.STAGING, integration, engine.paged_items)
+    newest = max(((c, i) for c, i, _, _ in engine.events), default=None)
+    warnings: list[str] = []
+    if not sink.rows.get("subscriptions") and not sink.quarantined.get("subscriptions"):
+        warnings.append(empty_account_warning(reader.key_info))
+    state = raw.SyncState(
+        integration=integration,
+        last_event_id=newest[1] if newest else None,
+        # Without events yet, start the next incremental a little before this sync started.
+        last_event_created=_utc(newest[0]) if newest else _utc(started_wall - 300),
+        last_full_sync_at=_utc(started_wall), last_sync_at=_utc(started_wall), last_mode="full",
+    )
+    raw.swap_full(con, integration, state)
+    return sink, warnings
+
+
+def _incremental(reader: StripeReader, con: duckdb.DuckDBPyConnection, integration: str,
+                 progress: Progress | None, concurrency: int, started_wall: float,
+                 started: float) -> tuple[_Sink, list[str]]:
+    state = raw.read_state(con, integration)
+    assert state is not None and state.last_event_created is not None
+    sink = _MemorySink(progress, started)
+    engine = _Engine(reader, integration, concurrency, sink)
+    hi = int(started_wall) + CLOCK_SKEW_S
+    since = _epoch(state.last_event_created)
+    # created[gte] the cursor's second: events of that second we already saw are read again, harmlessly.
+    engine.run([engine._window(EVENTS, since, hi, None)])
+    changes = changed_objects(engine.events)
+
+    tasks: list[_Task] = []
+    listed: dict[str, int] = {}
+    for kind, ids in changes.reread.items():
+        spec = BY_KIND[kind]
+        new = [created for created in ids.values() if created is not None and created >= since]
+        if len(new) > 2:
+            # Objects created since the last sync: one windowed list reads them 100 per request.
+            listed[kind] = min(new)
+            tasks.append(engine._window(spec, min(new), hi, None))
+        for object_id, created in ids.items():
+            if kind in listed and created is not None and created >= listed[kind]:
+                continue
+            tasks.append(_Task(spec, spec.retrieve_path(object_id), dict(spec.retrieve_params),
+                               retrieve=object_id))
+    engine.run(tasks)
+
+    warnings: list[str] = []
+    reread = {kind: set(ids) for kind, ids in changes.reread.items()}
+    for kind in listed:
+        table = sink.tables.get(kind, [])
+        reread[kind].update(id_ for t in table for id_ in t.column("id").to_pylist())
+    deleted = {kind: set(ids) for kind, ids in changes.deleted.items()}
+    for kind, ids in engine.deleted.items():
+        if kind == "subscriptions":
+            # Subscriptions are never deleted, only canceled; keep what we have and say so.
+            warnings.append(f"{len(ids)} subscription(s) could not be read again (404), kept as last synced: "
+                            f"{sorted(ids)[:5]}")
+            reread[kind] -= ids
+            continue
+        deleted.setdefault(kind, set()).update(ids)
+    for kind, ids in deleted.items():
+        if kind in raw.DELETABLE:
+            # A deleted object is flagged on the row we have; its last known fields stay.
+            reread.get(kind, set()).difference_update(ids)
+    newest = max(((c, i) for c, i, _, _ in engine.events), default=None)
+    if newest is not None and newest[0] >= since:
+        cursor_id, cursor_created = newest[1], _utc(newest[0])
+    else:
+        cursor_id, cursor_created = state.last_event_id, state.last_event_created
+    new_state = raw.SyncState(
+        integration=integration, last_event_id=cursor_id, last_event_created=cursor_created,
+        last_full_sync_at=state.last_full_sync_at, last_sync_at=_utc(started_wall), last_mode="incremental",
+    )
+    raw.apply_changes(con, integration, raw.Changes(
+        rows=sink.tables, reread={k: sorted(v) for k, v in reread.items()},
+        deleted={k: sorted(v) for k, v in deleted.items()}, period_from_items=engine.paged_items,
+    ), new_state)
+    for kind in {*reread, *deleted, "events"}:
+        sink.report_progress(kind)
+    return sink, warnings

@@ -1,0 +1,306 @@
+"""DuckDB storage of the raw Stripe tables (schema `stripe`) and of the sync state. No Dagster, no HTTP.
+
+What belongs here: DDL derived from the Arrow schemas in `stripe_api/tables.py`, streaming Arrow appends into
+staging tables, and the two ways a sync lands its data, each in ONE transaction together with the event cursor:
+- `swap_full`: the integration's rows in `stripe.*` are replaced by what the full sync staged;
+- `apply_changes`: an incremental sync's re-read objects are upserted by primary key.
+A sync killed at any point therefore leaves either the previous state or the new one, never a mix. Rows of other
+integrations are never read or written. What does not belong here: talking to Stripe, turning objects into rows.
+
+Staging lives in schema `stripe_staging` (same tables, same columns); a full sync clears its integration's staging
+rows first, so leftovers of a killed run are never published.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+
+from segflow_pipeline.stripe_api.tables import PRIMARY_KEYS, TABLES
+
+SCHEMA = "stripe"
+STAGING = "stripe_staging"
+STATE_TABLE = f"{SCHEMA}.sync_state"
+
+# Tables whose rows belong to a parent object: when the parent is re-read, its children are replaced as a set
+# (an item removed from a subscription, a line removed from a draft invoice must disappear).
+CHILD_OF: dict[str, tuple[str, str]] = {
+    "subscription_items": ("subscriptions", "subscription"),
+    "invoice_lines": ("invoices", "invoice"),
+    "price_tiers": ("prices", "price"),
+}
+# Tables that keep objects Stripe deleted, flagged `deleted = true` (Stripe stops listing them).
+DELETABLE = tuple(name for name, schema in TABLES.items() if "deleted" in schema.names)
+
+_DUCKDB_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.int64(): "BIGINT",
+    pa.bool_(): "BOOLEAN",
+    pa.timestamp("us"): "TIMESTAMP",
+}
+
+
+def duckdb_type(kind: pa.DataType) -> str:
+    """The DuckDB column type for an Arrow type used in `tables.py`."""
+    if pa.types.is_decimal(kind):
+        return f"DECIMAL({kind.precision},{kind.scale})"
+    try:
+        return _DUCKDB_TYPES[kind]
+    except KeyError:
+        raise TypeError(f"no DuckDB type for Arrow {kind}") from None
+
+
+def create_table_sql(schema_name: str, table: str) -> str:
+    columns = ", ".join(f'"{f.name}" {duckdb_type(f.type)}' for f in TABLES[table])
+    return f"create table if not exists {schema_name}.{table} ({columns})"
+
+
+@dataclass(frozen=True)
+class SyncState:
+    """Where the last successful sync of an integration left off."""
+
+    integration: str
+    last_event_id: str | None
+    last_event_created: dt.datetime | None
+    last_full_sync_at: dt.datetime | None
+    last_sync_at: dt.datetime | None
+    last_mode: str | None
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Schema `stripe` with every table of `tables.TABLES`, `stripe.sync_state`, and the staging copies.
+
+    Idempotent; columns added to `tables.py` later are added to existing tables.
+    """
+    con.execute("begin transaction")
+    try:
+        for schema_name in (SCHEMA, STAGING):
+            con.execute(f"create schema if not exists {schema_name}")
+            for table, schema in TABLES.items():
+                con.execute(create_table_sql(schema_name, table))
+                existing = {row[0] for row in con.execute(
+                    "select column_name from information_schema.columns where table_schema = ? and table_name = ?",
+                    [schema_name, table]).fetchall()}
+                for f in schema:
+                    if f.name not in existing:
+                        con.execute(f'alter table {schema_name}.{table} add column "{f.name}" {duckdb_type(f.type)}')
+        con.execute(
+            f"create table if not exists {STATE_TABLE} ("
+            "integration VARCHAR, last_event_id VARCHAR, last_event_created TIMESTAMP, "
+            "last_full_sync_at TIMESTAMP, last_sync_at TIMESTAMP, last_mode VARCHAR)"
+        )
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+
+
+def read_state(con: duckdb.DuckDBPyConnection, integration: str) -> SyncState | None:
+    row = con.execute(
+        f"select integration, last_event_id, last_event_created, last_full_sync_at, last_sync_at, last_mode "
+        f"from {STATE_TABLE} where integration = ?", [integration]).fetchone()
+    return SyncState(*row) if row else None
+
+
+def clear_staging(con: duckdb.DuckDBPyConnection, integration: str) -> None:
+    """Forget what an earlier (maybe killed) full sync of this integration staged."""
+    con.execute("begin transaction")
+    try:
+        for table in TABLES:
+            con.execute(f"delete from {STAGING}.{table} where integration = ?", [integration])
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+
+
+def append_staging(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table | Sequence[pa.Table]) -> int:
+    """Append Arrow rows (one table or several with the table's schema) to `stripe_staging.<table>`."""
+    batch = data if isinstance(data, pa.Table) else pa.concat_tables(list(data))
+    if batch.num_rows:
+        _insert(con, f"{STAGING}.{table}", batch)
+    return batch.num_rows
+
+
+def _insert(con: duckdb.DuckDBPyConnection, target: str, batch: pa.Table) -> None:
+    name = "_segflow_arrow_batch"
+    con.register(name, batch)
+    try:
+        con.execute(f"insert into {target} by name select * from {name}")
+    finally:
+        con.unregister(name)
+
+
+def staged_rows(con: duckdb.DuckDBPyConnection, integration: str) -> dict[str, int]:
+    return {table: con.execute(f"select count(*) from {STAGING}.{table} where integration = ?",
+                               [integration]).fetchone()[0] for table in TABLES}
+
+
+def fill_subscription_periods(con: duckdb.DuckDBPyConnection, schema_name: str, integration: str,
+                              subscriptions: Iterable[str]) -> None:
+    """For subscriptions whose items were paged beyond the embedded ones: period = earliest item start, latest end.
+
+    basil+ keeps periods on items only (https://docs.stripe.com/changelog/basil/2025-03-31/deprecate-subscription-
+    current-period-start-and-end); `least`/`greatest` ignore nulls, so older shapes keep their own period.
+    """
+    ids = sorted(set(subscriptions))
+    if not ids:
+        return
+    if schema_name not in (SCHEMA, STAGING):
+        raise ValueError(f"unknown schema {schema_name!r}")
+    con.execute(
+        f"""update {schema_name}.subscriptions s
+            set current_period_start = least(s.current_period_start, m.period_start),
+                current_period_end = greatest(s.current_period_end, m.period_end)
+            from (select subscription, min(current_period_start) as period_start,
+                         max(current_period_end) as period_end
+                  from {schema_name}.subscription_items
+                  where integration = ? and subscription in (select unnest(?::varchar[]))
+                  group by subscription) m
+            where s.integration = ? and s.id = m.subscription""",
+        [integration, ids, integration],
+    )
+
+
+def _pk_match(table: str, alias_a: str, alias_b: str) -> str:
+    return " and ".join(f'{alias_a}."{c}" is not distinct from {alias_b}."{c}"' for c in PRIMARY_KEYS[table])
+
+
+def _write_state(con: duckdb.DuckDBPyConnection, state: SyncState) -> None:
+    con.execute(f"delete from {STATE_TABLE} where integration = ?", [state.integration])
+    con.execute(
+        f"insert into {STATE_TABLE} values (?, ?, ?, ?, ?, ?)",
+        [state.integration, state.last_event_id, state.last_event_created, state.last_full_sync_at,
+         state.last_sync_at, state.last_mode],
+    )
+
+
+def swap_full(con: duckdb.DuckDBPyConnection, integration: str, state: SyncState) -> None:
+    """Publish a full sync: in one transaction, replace the integration's rows by the staged ones, advance state.
+
+    Objects Stripe no longer lists (deleted customers, products, prices, coupons) stay, flagged deleted; events
+    older than Stripe's 30-day window stay too. Each key appears once even if the account changed while paging
+    (a line list that moved between two pages of one draft invoice).
+    """
+    params = [integration, integration]
+    con.execute("begin transaction")
+    try:
+        for table in DELETABLE:
+            con.execute(
+                f"""insert into {STAGING}.{table} by name
+                    select * replace (true as deleted) from {SCHEMA}.{table} o
+                    where o.integration = ? and not exists (
+                        select 1 from {STAGING}.{table} s where s.integration = ? and s.id = o.id)""", params)
+        con.execute(
+            f"""insert into {STAGING}.events by name select * from {SCHEMA}.events o
+                where o.integration = ? and not exists (
+                    select 1 from {STAGING}.events s where s.integration = ? and s.id = o.id)""", params)
+        for table in TABLES:
+            keys = ", ".join(f'"{c}"' for c in PRIMARY_KEYS[table])
+            con.execute(f"delete from {SCHEMA}.{table} where integration = ?", [integration])
+            con.execute(
+                f"""insert into {SCHEMA}.{table} by name
+                    select * from {STAGING}.{table} where integration = ?
+                    qualify row_number() over (partition by {keys}) = 1""", [integration])
+            con.execute(f"delete from {STAGING}.{table} where integration = ?", [integration])
+        _write_state(con, state)
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+
+
+@dataclass
+class Changes:
+    """What an incremental sync re-read, to upsert in one transaction.
+
+    `rows`: new rows per table. `period_from_items`: subscriptions whose items were paged (see
+    `fill_subscription_periods`). `reread`: ids per top-level table of every object re-read (their old rows, child
+    rows and quarantine rows are replaced by `rows`, even if the object now fails to parse). `deleted`: ids per
+    table Stripe reports deleted: flagged `deleted = true` where the table has that column, removed elsewhere
+    (a deleted draft invoice is gone from Stripe for good, with its lines).
+    """
+
+    rows: Mapping[str, Sequence[pa.Table]]
+    reread: Mapping[str, Sequence[str]]
+    deleted: Mapping[str, Sequence[str]]
+    period_from_items: Sequence[str] = ()
+
+
+_QUARANTINE_TYPE = {"customers": "customer", "products": "product", "prices": "price", "coupons": "coupon",
+                    "subscriptions": "subscription", "invoices": "invoice", "events": "event"}
+
+
+def apply_changes(con: duckdb.DuckDBPyConnection, integration: str, changes: Changes, state: SyncState) -> dict[str, int]:
+    """Upsert an incremental sync's rows by primary key and advance the state, all in one transaction."""
+    written: dict[str, int] = {}
+    con.execute("begin transaction")
+    try:
+        for table, ids in changes.reread.items():
+            ids = list(ids)
+            if not ids:
+                continue
+            con.execute(f"delete from {SCHEMA}.{table} where integration = ? and id in (select unnest(?::varchar[]))",
+                        [integration, ids])
+            for child, (parent, column) in CHILD_OF.items():
+                if parent == table:
+                    con.execute(f'delete from {SCHEMA}.{child} where integration = ? and "{column}" in '
+                                f"(select unnest(?::varchar[]))", [integration, ids])
+            if table == "subscriptions":
+                con.execute(f"delete from {SCHEMA}.discounts where integration = ? and scope <> 'customer' "
+                            f"and subscription in (select unnest(?::varchar[]))", [integration, ids])
+            if table == "customers":
+                con.execute(f"delete from {SCHEMA}.discounts where integration = ? and scope = 'customer' "
+                            f"and target in (select unnest(?::varchar[]))", [integration, ids])
+            if table in _QUARANTINE_TYPE:
+                con.execute(f"delete from {SCHEMA}.quarantine where integration = ? and object_type = ? "
+                            f"and object_id in (select unnest(?::varchar[]))",
+                            [integration, _QUARANTINE_TYPE[table], ids])
+        for table, parts in changes.rows.items():
+            parts = [p for p in parts if p.num_rows]
+            if not parts:
+                continue
+            batch = pa.concat_tables(parts)
+            name = "_segflow_changes"
+            con.register(name, batch)
+            try:
+                # Rows keyed like ones already stored (an event listed twice, a child re-read) replace them.
+                con.execute(f"delete from {SCHEMA}.{table} t where t.integration = ? and exists "
+                            f"(select 1 from {name} n where {_pk_match(table, 'n', 't')})", [integration])
+                keys = ", ".join(f'"{c}"' for c in PRIMARY_KEYS[table])
+                con.execute(f"insert into {SCHEMA}.{table} by name select * from {name} "
+                            f"qualify row_number() over (partition by {keys}) = 1")
+            finally:
+                con.unregister(name)
+            written[table] = batch.num_rows
+        for table, ids in changes.deleted.items():
+            ids = list(ids)
+            if not ids:
+                continue
+            if table in DELETABLE:
+                con.execute(f"update {SCHEMA}.{table} set deleted = true where integration = ? "
+                            f"and id in (select unnest(?::varchar[]))", [integration, ids])
+            else:
+                con.execute(f"delete from {SCHEMA}.{table} where integration = ? "
+                            f"and id in (select unnest(?::varchar[]))", [integration, ids])
+                for child, (parent, column) in CHILD_OF.items():
+                    if parent == table:
+                        con.execute(f'delete from {SCHEMA}.{child} where integration = ? and "{column}" in '
+                                    f"(select unnest(?::varchar[]))", [integration, ids])
+        fill_subscription_periods(con, SCHEMA, integration, changes.period_from_items)
+        _write_state(con, state)
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    return written
+
+
+def table_counts(con: duckdb.DuckDBPyConnection, integration: str) -> dict[str, int]:
+    """Rows per raw table for one integration."""
+    return {table: con.execute(f"select count(*) from {SCHEMA}.{table} where integration = ?",
+                               [integration]).fetchone()[0] for table in TABLES}

@@ -458,7 +458,7 @@ class _Batch:
 
     def _quarantine(self, unit: int, reason: str) -> None:
         object_type, obj = self.units[unit]
-        object_id = obj.get("id") if isinstance(obj, dict) and isinstance(obj.get("id"), str) else None
+        object_id = (obj.get("id") or None) if isinstance(obj, dict) and isinstance(obj.get("id"), str) else None
         try:
             raw = orjson.dumps(obj, default=repr)
         except TypeError:
@@ -481,11 +481,11 @@ class _Batch:
         if self.quarantine:
             result.quarantined_ids = [(q[0], q[1]) for q in self.quarantine]
             rows = [(*q, self.synced_at) for q in self.quarantine]
-            result.tables["quarantine"] = self._table("quarantine", rows, [0] * len(rows))
+            result.tables["quarantine"] = self._table("quarantine", rows, None)
         return result
 
-    def _table(self, table: str, rows: list[Row], owners: list[int]) -> pa.Table | None:
-        if self.dropped:
+    def _table(self, table: str, rows: list[Row], owners: list[int] | None) -> pa.Table | None:
+        if self.dropped and owners is not None:
             keep = [i for i, owner in enumerate(owners) if owner not in self.dropped]
             rows = [rows[i] for i in keep]
             owners = [owners[i] for i in keep]

@@ -51,6 +51,8 @@ FLUSH_BYTES = 64 << 20
 PROGRESS_EVERY_S = 2.0
 # Full-sync windows end this far after "now", so a clock ahead of ours does not hide recent objects.
 CLOCK_SKEW_S = 86400
+# At most this many windows from one split; more come from splitting those windows later.
+MAX_SPLIT = 8
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,27 @@ def remaining_window(lo: int, last_created: int) -> tuple[int, int]:
     return lo, last_created + 1
 
 
+def split_remaining(lo: int, last_created: int, newest_created: int, parts: int,
+                    pages_per_part: int = 2) -> list[tuple[int, int]]:
+    """Split what is left of a window after a page, [lo, last_created + 1), into at most `parts` windows.
+
+    Newest first; the first window holds `last_created`, so it goes on with the cursor. Sizes grow geometrically
+    back in time from the span one page just covered (newest_created - last_created): recent windows hold about
+    `pages_per_part`, 2×, 4×... pages at the density just seen, the last one reaches `lo`, however far back
+    (accounts grow, so history is sparser, and an empty window costs one request).
+    """
+    hi = last_created + 1
+    span = max(1, newest_created - last_created) * pages_per_part
+    windows: list[tuple[int, int]] = []
+    while hi > lo and len(windows) < max(1, parts) - 1:
+        a = max(lo, hi - span)
+        windows.append((a, hi))
+        hi, span = a, span * 2
+    if hi > lo:
+        windows.append((lo, hi))
+    return windows
+
+
 def window_params(base: dict[str, Any], lo: int, hi: int, cursor: str | None) -> dict[str, Any]:
     params = {**base, "limit": PAGE_SIZE, "created": {"gte": lo, "lt": hi}}
     if cursor:
@@ -163,6 +186,7 @@ class _Result:
     has_more: bool = False
     last_id: str | None = None
     last_created: int | None = None
+    newest_created: int | None = None
     children: list[_Task] = field(default_factory=list)
     paged_items: list[str] = field(default_factory=list)
     deleted: str | None = None     # retrieve: the object is gone
@@ -247,6 +271,8 @@ class _Engine:
             last = page[-1] if isinstance(page[-1], dict) else {}
             result.last_id = last.get("id")
             result.last_created = last.get("created") if isinstance(last.get("created"), int) else None
+            first = page[0] if isinstance(page[0], dict) else {}
+            result.newest_created = first.get("created") if isinstance(first.get("created"), int) else None
         result.children, result.paged_items = _children(spec.kind, page, rows)
         if spec.kind == "events":
             result.events = _event_facts(page)
@@ -296,14 +322,14 @@ class _Engine:
             follow.append(_Task(task.spec, task.path, {**task.params, "starting_after": result.last_id},
                                 context=task.context))
             return follow
-        lo, hi = remaining_window(task.lo, result.last_created)
-        if idle > 0 and hi - lo >= 2:
-            # Bisect: the newer half keeps the cursor (its object lies in it), the older half starts fresh.
-            (older, newer) = split_window(lo, hi, 2)
-            follow.append(self._window(task.spec, newer[0], newer[1], result.last_id))
-            follow.append(self._window(task.spec, older[0], older[1], None))
+        if idle > 0:
+            # Workers are idle: split the rest; the newest part keeps the cursor (its object lies in it).
+            windows = split_remaining(task.lo, result.last_created, result.newest_created or result.last_created,
+                                      min(idle + 1, MAX_SPLIT))
         else:
-            follow.append(self._window(task.spec, lo, hi, result.last_id))
+            windows = [remaining_window(task.lo, result.last_created)]
+        for index, (lo, hi) in enumerate(windows):
+            follow.append(self._window(task.spec, lo, hi, result.last_id if index == 0 else None))
         return follow
 
     @staticmethod

@@ -167,7 +167,16 @@ def fill_subscription_periods(con: duckdb.DuckDBPyConnection, schema_name: str, 
 
 
 def _pk_match(table: str, alias_a: str, alias_b: str) -> str:
-    return " and ".join(f'{alias_a}."{c}" is not distinct from {alias_b}."{c}"' for c in PRIMARY_KEYS[table])
+    # `=` never matches null: quarantine rows of objects without an id are all kept.
+    return " and ".join(f'{alias_a}."{c}" = {alias_b}."{c}"' for c in PRIMARY_KEYS[table])
+
+
+def _once_per_key(table: str) -> str:
+    """QUALIFY clause keeping one row per primary key (quarantine rows without an object id are all kept)."""
+    keys = ", ".join(f'"{c}"' for c in PRIMARY_KEYS[table])
+    if table == "quarantine":
+        return f"qualify object_id is null or row_number() over (partition by {keys}) = 1"
+    return f"qualify row_number() over (partition by {keys}) = 1"
 
 
 def _write_state(con: duckdb.DuckDBPyConnection, state: SyncState) -> None:
@@ -200,12 +209,9 @@ def swap_full(con: duckdb.DuckDBPyConnection, integration: str, state: SyncState
                 where o.integration = ? and not exists (
                     select 1 from {STAGING}.events s where s.integration = ? and s.id = o.id)""", params)
         for table in TABLES:
-            keys = ", ".join(f'"{c}"' for c in PRIMARY_KEYS[table])
             con.execute(f"delete from {SCHEMA}.{table} where integration = ?", [integration])
-            con.execute(
-                f"""insert into {SCHEMA}.{table} by name
-                    select * from {STAGING}.{table} where integration = ?
-                    qualify row_number() over (partition by {keys}) = 1""", [integration])
+            con.execute(f"insert into {SCHEMA}.{table} by name select * from {STAGING}.{table} "
+                        f"where integration = ? {_once_per_key(table)}", [integration])
             con.execute(f"delete from {STAGING}.{table} where integration = ?", [integration])
         _write_state(con, state)
         con.execute("commit")
@@ -271,9 +277,7 @@ def apply_changes(con: duckdb.DuckDBPyConnection, integration: str, changes: Cha
                 # Rows keyed like ones already stored (an event listed twice, a child re-read) replace them.
                 con.execute(f"delete from {SCHEMA}.{table} t where t.integration = ? and exists "
                             f"(select 1 from {name} n where {_pk_match(table, 'n', 't')})", [integration])
-                keys = ", ".join(f'"{c}"' for c in PRIMARY_KEYS[table])
-                con.execute(f"insert into {SCHEMA}.{table} by name select * from {name} "
-                            f"qualify row_number() over (partition by {keys}) = 1")
+                con.execute(f"insert into {SCHEMA}.{table} by name select * from {name} {_once_per_key(table)}")
             finally:
                 con.unregister(name)
             written[table] = batch.num_rows

@@ -1,0 +1,91 @@
+"""marts/<stem>: one asset per `dbt_like_sql/marts/<stem>.sql`, with its declared tests as blocking checks.
+
+Deps come from the tables the SQL reads (`warehouse/sql_models.py` parses it with sqlglot): `metrics.mrr_daily`,
+`stripe.<table>` and `marts.<stem>` map to those assets; anything else fails when the definitions load.
+A run computes the model for one integration in its working file (every read restricted to that integration),
+runs the tests on the result, and only if all pass replaces the integration's rows of `marts.<stem>`
+(`tables.replace_rows`: delete + insert in one transaction); the publish asset then unions the integrations.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+
+from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
+from segflow_pipeline.defs.reporting import failure_metadata, preview
+from segflow_pipeline.resources.warehouse import WarehouseResource
+from segflow_pipeline.stripe_api.tables import TABLES
+from segflow_pipeline.warehouse import sql_models
+from segflow_pipeline.warehouse import tables as wh
+from segflow_pipeline.warehouse.sql_models import SqlModel, TableRef
+
+# Asset key = where the table lives (STYLE.md), so upstream tables map to their assets' keys directly.
+UPSTREAM: dict[TableRef, dg.AssetKey] = {
+    TableRef("metrics", "mrr_daily"): dg.AssetKey(["metrics", "mrr_daily"]),
+    **{TableRef("stripe", table): dg.AssetKey(["stripe", table]) for table in TABLES},
+}
+
+
+def mart_asset(model: SqlModel, upstream: dict[TableRef, dg.AssetKey]) -> dg.AssetsDefinition:
+    """The asset that builds `model`'s table for one integration, its tests as blocking checks."""
+    key = dg.AssetKey([model.schema, model.name])
+
+    @dg.asset(
+        key=key,
+        group_name="marts",
+        kinds={"sql", "duckdb"},
+        description=model.description,
+        deps=[upstream[ref] for ref in model.refs],
+        partitions_def=PARTITIONS,
+        check_specs=[dg.AssetCheckSpec(test.name, asset=key, blocking=True, description=_test_text(test))
+                     for test in model.tests],
+        metadata={"sql_file": dg.MetadataValue.path(str(model.path or model.where))},
+    )
+    def _mart(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
+        integration = integration_of(context)
+        as_of = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        with duckdb.integration_connection(integration.name) as con:
+            try:
+                rows = sql_models.run_model(con, model, integration.name, as_of)
+            except sql_models.ModelError as exc:
+                raise dg.Failure(str(exc)) from exc
+            failures = sql_models.test_failures(con, model, rows)
+            results = [dg.AssetCheckResult(check_name=name, passed=bad.height == 0,
+                                           metadata=failure_metadata(bad) if bad.height else {"failing_rows": 0})
+                       for name, bad in failures.items()]
+            failed = [name for name, bad in failures.items() if bad.height]
+            if failed:
+                yield from results
+                raise dg.Failure(
+                    f"{model.schema}.{model.name} for '{integration.name}' fails {', '.join(failed)}; nothing was "
+                    "written and the published table is unchanged. See the check results for the offending rows.")
+            frame = pl.from_arrow(rows)
+            wh.replace_rows(con, model.schema, model.name, frame, integration.name)
+        yield dg.MaterializeResult(metadata=mart_metadata(frame), check_results=results)
+
+    return _mart
+
+
+def mart_metadata(frame: pl.DataFrame) -> dict[str, dg.MetadataValue | int]:
+    columns = [dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()]
+    return {"dagster/row_count": frame.height, "dagster/column_schema": dg.TableSchema(columns=columns),
+            "preview": preview(frame, 20)}
+
+
+def _test_text(test: sql_models.DataTest) -> str:
+    if test.kind == "expression":
+        return f"Every row satisfies: {test.condition}"
+    if test.kind == "unique":
+        return f"One row per ({', '.join(test.columns)})"
+    return f"Never null: {', '.join(test.columns)}"
+
+
+MODELS: list[SqlModel] = sql_models.load_models()
+sql_models.check_refs(MODELS, UPSTREAM)
+MART_KEYS: list[dg.AssetKey] = [dg.AssetKey([m.schema, m.name]) for m in MODELS]
+MART_ASSETS: list[dg.AssetsDefinition] = [
+    mart_asset(m, {**UPSTREAM, **{other.ref: key for other, key in zip(MODELS, MART_KEYS)}}) for m in MODELS
+]

@@ -1,0 +1,1 @@
+"""Rendering for people: charts and HTML reports from metric frames. No Dagster, no DuckDB."""

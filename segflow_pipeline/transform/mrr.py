@@ -245,11 +245,11 @@ def _discount_table(t: _Tables, subs: pl.DataFrame, coupons: pl.DataFrame, optio
                     as_of: dt.datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(item discounts keyed by integration+item, subscription discounts keyed by integration+subscription),
     each with pnum, pden, amount_off (minor units), from_day, to_day."""
-    empty_cols = ["integration", "key", "pnum", "pden", "amount_off", "from_day", "to_day"]
     if options.discounts == "none":
-        empty = pl.DataFrame(schema={"integration": pl.Utf8, "key": pl.Utf8, "pnum": pl.Int128, "pden": pl.Int128,
-                                     "amount_off": pl.Int128, "from_day": pl.Date, "to_day": pl.Date})
-        return empty.rename({"key": "item"}), empty.rename({"key": "subscription"})
+        empty = {"integration": pl.Utf8, "key": pl.Utf8, "pnum": pl.Int128, "pden": pl.Int128,
+                 "amount_off": pl.Int128, "from_day": pl.Date, "to_day": pl.Date}
+        return (pl.DataFrame(schema={**empty, "coupon_currency": pl.Utf8}).rename({"key": "item"}),
+                pl.DataFrame(schema=empty).rename({"key": "subscription"}))
     usable = coupons.filter(pl.col("problem").is_null())
     if options.discounts == "forever":
         usable = usable.filter(pl.col("duration") == "forever")  # Stripe's default MRR excludes once/repeating
@@ -277,6 +277,7 @@ def _discount_table(t: _Tables, subs: pl.DataFrame, coupons: pl.DataFrame, optio
     ).unique()
     inherited = (
         disc.filter(pl.col("scope") == "customer")
+        .drop("subscription", "customer", "subscription_item")
         .join(subs.select("integration", "subscription", pl.col("customer").alias("target")),
               on=["integration", "target"], how="inner")
         .join(has_own, on=["integration", "subscription"], how="anti")
@@ -753,7 +754,11 @@ def unusable_rows(inputs: MrrInputs) -> pl.DataFrame:
         "integration", pl.lit("price").alias("object_type"), pl.col("price").alias("object_id"),
         pl.col("problem").alias("reason"),
     )
+    # items of a subscription that is itself reported are not listed again
     items = t.subscription_items.join(
+        subs.filter(pl.col("problem").is_not_null()).select("integration", "subscription"),
+        on=["integration", "subscription"], how="anti",
+    ).join(
         subs.select("integration", pl.col("subscription"), "currency"), on=["integration", "subscription"], how="left"
     ).join(
         prices.select("integration", pl.col("price"), "price_currency", pl.col("problem").alias("price_problem")),

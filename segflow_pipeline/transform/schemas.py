@@ -1,0 +1,156 @@
+"""Pandera DataFrameModels for the frames the MRR transform reads and writes, and `failure_cases()`.
+
+Belongs here: column types and value checks (the table contracts of CONTRACT.md and the input columns the
+transform relies on). Not here: the invariants that span rows over time (no gaps, movements reconcile); those
+are predicates in `mrr.py`.
+
+Validate collected DataFrames with `lazy=True` (what `failure_cases` does): a LazyFrame is only checked for its
+schema, not its values, and lazy validation reports every failure at once.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pandera.polars as pa
+from pandera.typing.polars import DataFrame  # noqa: F401  (re-exported for type hints in callers)
+
+from segflow_pipeline.transform import pricing
+from segflow_pipeline.transform.mrr import SUBSCRIPTION_STATUSES
+
+CURRENCY_CODE = r"^[a-z]{3}$"
+
+FAILURE_CASES_SCHEMA: dict[str, pl.DataType] = {
+    "schema_context": pl.Utf8(),
+    "column": pl.Utf8(),
+    "check": pl.Utf8(),
+    "check_number": pl.Int32(),
+    "failure_case": pl.Utf8(),
+    "index": pl.Int32(),
+}
+
+
+class MrrDaily(pa.DataFrameModel):
+    """metrics.mrr_daily (CONTRACT.md): one row per (integration, currency, date), amounts non-negative."""
+
+    integration: str = pa.Field(nullable=False)
+    date: pl.Date = pa.Field(nullable=False)
+    currency: str = pa.Field(nullable=False, str_matches=CURRENCY_CODE)
+    mrr: pl.Decimal(18, 2) = pa.Field(nullable=False, ge=0)
+    arr: pl.Decimal(18, 2) = pa.Field(nullable=False, ge=0)
+    active_subscriptions: pl.Int32 = pa.Field(nullable=False, ge=0)
+    paying_customers: pl.Int32 = pa.Field(nullable=False, ge=0)
+    new_mrr: pl.Decimal(18, 2) = pa.Field(nullable=False, ge=0)
+    expansion_mrr: pl.Decimal(18, 2) = pa.Field(nullable=False, ge=0)
+    reactivation_mrr: pl.Decimal(18, 2) = pa.Field(nullable=False, ge=0)
+    contraction_mrr: pl.Decimal(18, 2) = pa.Field(nullable=False, ge=0)
+    churned_mrr: pl.Decimal(18, 2) = pa.Field(nullable=False, ge=0)
+
+    class Config:
+        strict = True
+        unique = ["integration", "currency", "date"]
+
+    @pa.dataframe_check
+    def arr_is_12_times_mrr(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("arr") == pl.col("mrr") * 12)
+
+    @pa.dataframe_check
+    def paying_customers_have_active_subscriptions(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("paying_customers") <= pl.col("active_subscriptions"))
+
+
+class MrrSnapshots(pa.DataFrameModel):
+    """metrics.mrr_snapshots (mrr.SNAPSHOT_SCHEMA): one row per (integration, date, subscription)."""
+
+    integration: str = pa.Field(nullable=False)
+    date: pl.Date = pa.Field(nullable=False)
+    subscription: str = pa.Field(nullable=False)
+    customer: str = pa.Field(nullable=False)
+    currency: str = pa.Field(nullable=False, str_matches=CURRENCY_CODE)
+    mrr: pl.Decimal(18, 2) = pa.Field(nullable=False, ge=0)
+    mrr_num: pl.Decimal(38, 0) = pa.Field(nullable=False, ge=0)
+    mrr_den: pl.Decimal(38, 0) = pa.Field(nullable=False, gt=0)
+
+    class Config:
+        strict = True
+        unique = ["integration", "date", "subscription"]
+
+
+class Subscriptions(pa.DataFrameModel):
+    """The stripe.subscriptions columns the transform reads."""
+
+    integration: str = pa.Field(nullable=False)
+    id: str = pa.Field(nullable=False)
+    customer: str = pa.Field(nullable=False)
+    status: str = pa.Field(nullable=False, isin=list(SUBSCRIPTION_STATUSES))
+    currency: str = pa.Field(nullable=False, str_matches=CURRENCY_CODE)
+    start_date: pl.Datetime = pa.Field(nullable=True)
+    trial_end: pl.Datetime = pa.Field(nullable=True)
+    cancel_at: pl.Datetime = pa.Field(nullable=True)
+    cancel_at_period_end: bool = pa.Field(nullable=True)
+    canceled_at: pl.Datetime = pa.Field(nullable=True)
+    ended_at: pl.Datetime = pa.Field(nullable=True)
+
+    class Config:
+        strict = False
+        unique = ["integration", "id"]
+
+
+class SubscriptionItems(pa.DataFrameModel):
+    """The stripe.subscription_items columns the transform reads; metered items may have no quantity."""
+
+    integration: str = pa.Field(nullable=False)
+    id: str = pa.Field(nullable=False)
+    subscription: str = pa.Field(nullable=False)
+    price: str = pa.Field(nullable=False)
+    quantity: pl.Int64 = pa.Field(nullable=True, ge=0)
+
+    class Config:
+        strict = False
+        unique = ["integration", "id"]
+
+
+class Prices(pa.DataFrameModel):
+    """The stripe.prices columns the transform reads; a null interval is a one-time price."""
+
+    integration: str = pa.Field(nullable=False)
+    id: str = pa.Field(nullable=False)
+    currency: str = pa.Field(nullable=False, str_matches=CURRENCY_CODE)
+    billing_scheme: str = pa.Field(nullable=True, isin=list(pricing.BILLING_SCHEMES))
+    tiers_mode: str = pa.Field(nullable=True, isin=list(pricing.TIERS_MODES))
+    unit_amount: pl.Int64 = pa.Field(nullable=True, ge=0)
+    unit_amount_decimal: pl.Decimal(38, 12) = pa.Field(nullable=True, ge=0)
+    recurring_interval: str = pa.Field(nullable=True, isin=list(pricing.MONTH_NUMERATOR))
+    recurring_interval_count: pl.Int64 = pa.Field(nullable=True, ge=1)
+    recurring_usage_type: str = pa.Field(nullable=True, isin=list(pricing.USAGE_TYPES))
+    transform_quantity_divide_by: pl.Int64 = pa.Field(nullable=True, ge=1)
+    transform_quantity_round: str = pa.Field(nullable=True, isin=["up", "down"])
+
+    class Config:
+        strict = False
+        unique = ["integration", "id"]
+
+
+def failure_cases(model: type[pa.DataFrameModel], frame: pl.DataFrame) -> pl.DataFrame:
+    """Every failure of `frame` against `model` (lazy validation of the collected frame), as
+    FAILURE_CASES_SCHEMA rows; empty when the frame is valid."""
+    if isinstance(frame, pl.LazyFrame):
+        frame = frame.collect()  # values are only checked on a DataFrame
+    try:
+        model.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as errors:
+        cases = errors.failure_cases
+        return cases.select(
+            [
+                (pl.col(name).cast(pl.Utf8) if name == "failure_case" else pl.col(name)).cast(dtype, strict=False)
+                if name in cases.columns
+                else pl.lit(None, dtype).alias(name)
+                for name, dtype in FAILURE_CASES_SCHEMA.items()
+            ]
+        )
+    except pa.errors.SchemaError as error:
+        return pl.DataFrame(
+            {"schema_context": ["DataFrameSchema"], "column": [None], "check": [str(error.check)],
+             "check_number": [None], "failure_case": [str(error)], "index": [None]},
+            schema=FAILURE_CASES_SCHEMA,
+        )
+    return pl.DataFrame(schema=FAILURE_CASES_SCHEMA)

@@ -1,0 +1,70 @@
+"""Pandera models: the published frame passes, corrupted frames are rejected with every failure listed."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import polars as pl
+import pytest
+
+from segflow_pipeline.transform import mrr, schemas
+
+from conftest import AS_OF, Account, at
+
+
+@pytest.fixture
+def frame(account: Account) -> pl.DataFrame:
+    account.subscription([(account.price(unit_amount=4900), 1)], start=at("2024-06-10"))
+    return mrr.daily_mrr(mrr.subscription_mrr_intervals(account.inputs(), as_of=AS_OF), AS_OF.date())
+
+
+def test_published_frame_matches_its_schema(frame: pl.DataFrame) -> None:
+    assert frame.height == 6
+    cases = schemas.failure_cases(schemas.MrrDaily, frame)
+    assert cases.height == 0 and cases.schema == pl.Schema(schemas.FAILURE_CASES_SCHEMA)
+
+
+def test_negative_mrr_and_duplicate_key_are_both_reported(frame: pl.DataFrame) -> None:
+    bad = pl.concat([frame, frame.head(1)]).with_columns(
+        pl.when(pl.col("date") == dt.date(2024, 6, 12)).then(pl.lit(Decimal("-1.00")))
+        .otherwise(pl.col("mrr")).cast(pl.Decimal(18, 2)).alias("mrr")
+    )
+    cases = schemas.failure_cases(schemas.MrrDaily, bad)
+    checks = set(cases.get_column("check").to_list())
+    assert "greater_than_or_equal_to(0)" in checks
+    assert "multiple_fields_uniqueness" in checks
+    assert "arr_is_12_times_mrr" in checks
+    negative = cases.filter(pl.col("column") == "mrr")
+    assert negative.get_column("failure_case").to_list() == ["-1.00"]
+
+
+def test_wrong_column_type_is_reported(frame: pl.DataFrame) -> None:
+    cases = schemas.failure_cases(schemas.MrrDaily, frame.with_columns(pl.col("active_subscriptions").cast(pl.Int64)))
+    assert cases.filter(pl.col("column") == "active_subscriptions").height == 1
+
+
+def test_snapshot_rows_match_their_schema(account: Account) -> None:
+    account.subscription([(account.price(unit_amount=1000, interval="week"), 1)])
+    snap = mrr.snapshot_rows(mrr.subscription_mrr_intervals(account.inputs(), as_of=AS_OF), AS_OF.date())
+    assert snap.height == 1
+    assert schemas.failure_cases(schemas.MrrSnapshots, snap).height == 0
+
+
+def test_input_models_reject_impossible_rows(account: Account) -> None:
+    account.price(id="price_ok", unit_amount=100)
+    account.price(id="price_neg", unit_amount=-5, interval="fortnight")
+    account.subscription([("price_ok", -1)], status="exploded")
+    prices = schemas.failure_cases(schemas.Prices, account.frame("prices"))
+    assert set(prices.get_column("check").to_list()) >= {"greater_than_or_equal_to(0)", "isin(['month', 'year', 'week', 'day'])"}
+    subs = schemas.failure_cases(schemas.Subscriptions, account.frame("subscriptions"))
+    assert subs.get_column("failure_case").to_list() == ["exploded"]
+    items = schemas.failure_cases(schemas.SubscriptionItems, account.frame("subscription_items"))
+    assert items.get_column("failure_case").to_list() == ["-1"]
+
+
+def test_valid_inputs_pass(account: Account) -> None:
+    account.subscription([(account.price(unit_amount=100), 1)])
+    for model, table in ((schemas.Prices, "prices"), (schemas.Subscriptions, "subscriptions"),
+                         (schemas.SubscriptionItems, "subscription_items")):
+        assert schemas.failure_cases(model, account.frame(table)).height == 0, table

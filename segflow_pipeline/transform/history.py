@@ -81,7 +81,8 @@ def parse_subscription_events(events: pl.DataFrame) -> pl.DataFrame:
     """`customer.subscription.*` events as columns, read with JSON paths (lenient: bad JSON gives nulls).
 
     Columns: integration, subscription, created, status, prev_status, cape, prev_cape, cancel_at_set,
-    prev_quantity, prev_price, items (list of ITEM_STATE after the event), prev_items (before, when it changed).
+    quantity, price, prev_quantity, prev_price (single-item fields of old API versions), items (list of
+    ITEM_STATE after the event), prev_items (before, when it changed).
     """
     subs = events.filter(pl.col("type").str.starts_with(SUBSCRIPTION_EVENT_PREFIX))
     prev = pl.col("previous_attributes")
@@ -99,6 +100,8 @@ def parse_subscription_events(events: pl.DataFrame) -> pl.DataFrame:
         (prev.str.contains('"cancel_at"\\s*:').fill_null(False) & obj.str.json_path_match("$.cancel_at").is_not_null())
         .alias("cancel_at_set"),
         prev.str.json_path_match("$.quantity").cast(pl.Int64, strict=False).alias("prev_quantity"),
+        obj.str.json_path_match("$.quantity").cast(pl.Int64, strict=False).alias("quantity"),
+        pl.coalesce(obj.str.json_path_match("$.price.id"), obj.str.json_path_match("$.plan.id")).alias("price"),
         pl.coalesce(
             prev.str.json_path_match("$.price.id"),
             prev.str.json_path_match("$.plan.id"),
@@ -182,11 +185,13 @@ def _current_item_rows(current: pl.DataFrame, ranges: pl.DataFrame, as_of: dt.da
     )
 
 
-def _state_rows(frame: pl.DataFrame, state: str, source: str) -> pl.DataFrame:
-    """Explodes a list-of-ITEM_STATE column into item rows, keeping from_day/to_day."""
+def _state_rows(frame: pl.DataFrame, state: str, source: str, quantity: str = "prev_quantity",
+                price: str = "prev_price") -> pl.DataFrame:
+    """Explodes a list-of-ITEM_STATE column into item rows, keeping from_day/to_day. Where `override` is true
+    (an old API version's single-item event), the `quantity` / `price` columns replace the item's own."""
     return (
-        frame.select("integration", "subscription", "from_day", "to_day", "prev_quantity", "prev_price",
-                     pl.col(state).alias("__state"), "override")
+        frame.select("integration", "subscription", "from_day", "to_day", pl.col(quantity).alias("prev_quantity"),
+                     pl.col(price).alias("prev_price"), pl.col(state).alias("__state"), "override")
         .explode("__state")
         .filter(pl.col("__state").is_not_null())
         .select(
@@ -268,7 +273,7 @@ def item_rows(
         .select(ITEM_ROW_COLUMNS)
     )
 
-    # Lifecycle: current items wherever neither events nor invoices say otherwise.
+    # Lifecycle day ranges: wherever neither events nor invoices say otherwise.
     with_cov = subs.join(coverage, on=keys, how="left")
     lifecycle_ranges = pl.concat(
         [
@@ -279,8 +284,6 @@ def item_rows(
             ),
         ]
     ).filter(pl.col("from_day") < pl.col("to_day"))
-    lifecycle = _current_item_rows(current, lifecycle_ranges, as_of, "lifecycle")
-
     # Event era: roll the current items back through each event that changed items/quantity/price.
     changed = pl.col("prev_items").is_not_null() | pl.col("prev_quantity").is_not_null() | pl.col("prev_price").is_not_null()
     cur_lists = current.group_by(keys).agg(
@@ -296,15 +299,18 @@ def item_rows(
             pl.when(pl.col("next_created").is_null()).then(pl.col("cur"))
             .otherwise(pl.coalesce(pl.col("items"), pl.col("cur"))).alias("after"),
             pl.coalesce(pl.col("prev_items"), pl.col("items"), pl.col("cur")).alias("before"),
-            pl.col("prev_items").is_null().alias("before_override"),
+            pl.col("prev_items").is_null().alias("override"),
             day_from(pl.col("created"), as_of).alias("from_day"),
             day_until(pl.col("next_created"), as_of).alias("to_day"),
         )
     )
-    after_rows = _state_rows(ev.with_columns(pl.lit(False).alias("override")), "after", "event")
+    after_rows = _state_rows(
+        ev.with_columns((pl.col("items").is_null() & pl.col("next_created").is_not_null()).alias("override")),
+        "after", "event", quantity="quantity", price="price",
+    )
     first = ev.filter(_first_per(keys)).select(
         *keys, pl.col("era_start").alias("from_day"), pl.col("from_day").alias("to_day"), "prev_quantity",
-        "prev_price", "before", pl.col("before_override").alias("override"),
+        "prev_price", "before", "override",
     )
     before_rows = _state_rows(first, "before", "event")
     quiet = subs.filter(pl.col("era_start") < FAR).join(ev.select(keys).unique(), on=keys, how="anti").select(
@@ -312,7 +318,17 @@ def item_rows(
     )
     quiet_rows = _current_item_rows(current, quiet, as_of, "event")
 
-    rows = pl.concat([lifecycle, invoice, after_rows, before_rows, quiet_rows], how="vertical_relaxed")
+    # Lifecycle: wherever neither events nor invoices say otherwise, the earliest state known: the state the
+    # events roll back to at the start of their window, else the current items.
+    lifecycle_before_events = _state_rows(
+        lifecycle_ranges.join(first.drop("from_day", "to_day"), on=keys, how="inner"), "before", "lifecycle"
+    )
+    lifecycle = _current_item_rows(
+        current, lifecycle_ranges.join(first.select(keys), on=keys, how="anti"), as_of, "lifecycle"
+    )
+
+    rows = pl.concat([lifecycle, lifecycle_before_events, invoice, after_rows, before_rows, quiet_rows],
+                     how="vertical_relaxed")
     return rows.with_columns(pl.col("quantity").fill_null(1)).filter(
         pl.col("from_day").is_not_null() & (pl.col("from_day") < pl.col("to_day"))
     )

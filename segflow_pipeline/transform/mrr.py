@@ -411,7 +411,8 @@ def subscription_mrr_intervals(
             *[
                 cover.join(counting.select(keys), on="integration", how="inner").select(
                     *keys, pl.col(col).alias("day"), pl.lit(0, pl.Int128).alias("delta"),
-                    pl.lit(SOURCE_RANK["snapshot"], pl.Int64).alias("rank"),
+                    # after the covered days the computed value is back: it is dated by what computed it
+                    pl.lit(SOURCE_RANK["snapshot"] if col == "from_day" else 0, pl.Int64).alias("rank"),
                 )
                 for col in ("from_day", "to_day")
             ],

@@ -65,11 +65,12 @@ def mrr_chart(daily: pl.DataFrame, title: str = "MRR") -> bytes:
         series = daily.filter(pl.col("currency") == currency).sort("date")
         dates = series["date"].to_list()
         values = [float(v) for v in series["mrr"].to_list()]
-        ax.plot(dates, values, color="#1565c0", linewidth=2, label="MRR (end of day)")
+        # steps: a day's value holds until the next day's change, not a slope between them
+        ax.step(dates, values, where="post", color="#1565c0", linewidth=2, label="MRR (end of day)")
         ends = series.filter(pl.col("date") == pl.col("date").max().over(pl.col("date").dt.truncate("1mo")))
         ax.plot(ends["date"].to_list(), [float(v) for v in ends["mrr"].to_list()], "o", color="#0d47a1",
                 markersize=4, label="End of month")
-        ax.fill_between(dates, values, color="#1565c0", alpha=0.08)
+        ax.fill_between(dates, values, step="post", color="#1565c0", alpha=0.08)
         ax.set_ylim(bottom=0, top=max(values + [0.0]) * 1.12 or 1.0)
         _money_axis(ax, f"MRR ({currency.upper()})")
         _month_axis(ax, dates[0], dates[-1])
@@ -193,8 +194,14 @@ def _money_axis(ax: Axes, label: str) -> None:
 
 def _month_axis(ax: Axes, first: dt.date, last: dt.date, pad_days: int = 0) -> None:
     months = (last.year - first.year) * 12 + last.month - first.month + 1
-    ax.xaxis.set_major_locator(mdates.MonthLocator(interval=max(1, -(-months // 12))))
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%b %Y"))
+    if (last - first).days < 62 and not pad_days:
+        # under two months of days: monthly ticks would leave one label, so let matplotlib pick days
+        locator = mdates.AutoDateLocator(minticks=4, maxticks=10)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    else:
+        ax.xaxis.set_major_locator(mdates.MonthLocator(interval=max(1, -(-months // 12))))
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%b %Y"))
     ax.set_xlim(first - dt.timedelta(days=pad_days or 1), last + dt.timedelta(days=pad_days or 1))
     for label in ax.get_xticklabels():
         label.set_rotation(0)

@@ -7,7 +7,6 @@ runs the tests on the result, and only if all pass replaces the integration's ro
 (`tables.replace_rows`: delete + insert in one transaction); the publish asset then unions the integrations.
 """
 
-from __future__ import annotations
 
 import datetime as dt
 

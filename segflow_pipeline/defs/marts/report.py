@@ -4,7 +4,6 @@ Files: `<dir of SEGFLOW_DUCKDB_PATH>/reports/<integration>/mrr.png`, `bridge.png
 the charts also show in the asset's metadata in the Dagster UI. Rendering lives in `reporting/charts.py`.
 """
 
-from __future__ import annotations
 
 import datetime as dt
 

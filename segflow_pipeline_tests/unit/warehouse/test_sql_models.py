@@ -265,6 +265,13 @@ def empty_stripe_table(con: duckdb.DuckDBPyConnection, table: str) -> None:
 @pytest.fixture
 def warehouse(tmp_path: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(str(tmp_path / "acme.duckdb"))
+    seed(con, INTEGRATION)
+    yield con
+    con.close()
+
+
+def seed(con: duckdb.DuckDBPyConnection, integration: str) -> None:
+    """The story above as `integration`'s rows, plus one other integration's rows that must never show up."""
     for schema in ("stripe", "metrics", "marts"):
         con.execute(f"create schema {schema}")
     for table in TABLES:
@@ -273,8 +280,8 @@ def warehouse(tmp_path: Path) -> duckdb.DuckDBPyConnection:
         mrr decimal(18,2), arr decimal(18,2), active_subscriptions integer, paying_customers integer,
         new_mrr decimal(18,2), expansion_mrr decimal(18,2), reactivation_mrr decimal(18,2),
         contraction_mrr decimal(18,2), churned_mrr decimal(18,2))""")
-    rows = (daily_rows(INTEGRATION, "usd", dt.date(2025, 1, 30), USD_CHANGES, PAYING_USD)
-            + daily_rows(INTEGRATION, "eur", dt.date(2025, 3, 1), {dt.date(2025, 3, 1): {"new_mrr": D("40")}},
+    rows = (daily_rows(integration, "usd", dt.date(2025, 1, 30), USD_CHANGES, PAYING_USD)
+            + daily_rows(integration, "eur", dt.date(2025, 3, 1), {dt.date(2025, 3, 1): {"new_mrr": D("40")}},
                          {dt.date(2025, 3, 1): 1})
             + daily_rows("other", "usd", dt.date(2025, 1, 1), {dt.date(2025, 1, 1): {"new_mrr": D("999")}},
                          {dt.date(2025, 1, 1): 9}))
@@ -288,7 +295,7 @@ def warehouse(tmp_path: Path) -> duckdb.DuckDBPyConnection:
     con.executemany("insert into stripe.subscriptions (integration, id, customer, status, currency, start_date, "
                     "trial_start, trial_end, cancel_at_period_end, canceled_at, ended_at, current_period_start) "
                     "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [[INTEGRATION, s[0], s[1], s[2], s[3], ts(s[4]), s[5] and ts(s[5]), s[6] and ts(s[6]), s[7],
+                    [[integration, s[0], s[1], s[2], s[3], ts(s[4]), s[5] and ts(s[5]), s[6] and ts(s[6]), s[7],
                       s[8] and ts(s[8]), s[9] and ts(s[9]), ts("2025-03-01")] for s in SUBSCRIPTIONS]
                     + [["other", "sub_a", "cus_x", "active", "usd", ts("2024-01-01"), None, None, False, None, None,
                         ts("2025-03-01")]])
@@ -296,16 +303,14 @@ def warehouse(tmp_path: Path) -> duckdb.DuckDBPyConnection:
                     "unit_amount, unit_amount_decimal, recurring_interval, recurring_interval_count, "
                     "recurring_usage_type, transform_quantity_divide_by, transform_quantity_round) "
                     "values (?, ?, ?, ?, 'recurring', ?, ?, ?, ?, ?, ?, ?, ?, 'up')",
-                    [[INTEGRATION, p[0], p[1], p[2], p[3], p[4], p[5], p[5], p[6], p[7], p[8], p[9]] for p in PRICES])
+                    [[integration, p[0], p[1], p[2], p[3], p[4], p[5], p[5], p[6], p[7], p[8], p[9]] for p in PRICES])
     con.executemany("insert into stripe.subscription_items (integration, id, subscription, price, quantity) "
-                    "values (?, ?, ?, ?, ?)", [[INTEGRATION, *i] for i in ITEMS])
+                    "values (?, ?, ?, ?, ?)", [[integration, *i] for i in ITEMS])
     con.executemany("insert into stripe.price_tiers (integration, price, tier_index, up_to, unit_amount, flat_amount) "
-                    "values (?, ?, ?, ?, ?, 0)", [[INTEGRATION, *t] for t in TIERS])
+                    "values (?, ?, ?, ?, ?, 0)", [[integration, *t] for t in TIERS])
     con.executemany("insert into stripe.products (integration, id, name) values (?, ?, ?)",
-                    [[INTEGRATION, "prod_team", "Team"], [INTEGRATION, "prod_pro", "Pro"],
-                     [INTEGRATION, "prod_tiers", "Tiers"]])
-    yield con
-    con.close()
+                    [[integration, "prod_team", "Team"], [integration, "prod_pro", "Pro"],
+                     [integration, "prod_tiers", "Tiers"]])
 
 
 def build_marts(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame]:

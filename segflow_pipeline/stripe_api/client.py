@@ -207,7 +207,10 @@ class StripeReader:
             try:
                 return orjson.loads(body)
             except orjson.JSONDecodeError:
-                pass  # let the SDK raise its "Invalid response body" error
+                if isinstance(body, bytes) and body.lstrip().startswith(b"{"):
+                    # JSON cut short (a connection dropped mid-body): transient, retried like a network error.
+                    raise stripe.APIConnectionError("Stripe's response body was cut short") from None
+                # Anything else (an HTML proxy page...) is not Stripe: the SDK raises "Invalid response body".
         requestor._interpret_response(body, code, headers, "V1")
         raise stripe.APIError(f"Unexpected response from Stripe (HTTP {code})", http_status=code)
 

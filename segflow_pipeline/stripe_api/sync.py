@@ -441,7 +441,9 @@ class ChangeSet:
 
     def mark(self, kind: str, object_id: Any, created: Any = None) -> None:
         if isinstance(object_id, str) and object_id:
-            self.reread.setdefault(kind, {})[object_id] = created if isinstance(created, int) else None
+            known = self.reread.setdefault(kind, {})
+            if isinstance(created, int) or object_id not in known:
+                known[object_id] = created if isinstance(created, int) else None
             self.deleted.get(kind, set()).discard(object_id)
 
     def delete(self, kind: str, object_id: Any) -> None:
@@ -481,6 +483,10 @@ def changed_objects(events: Iterable[tuple]) -> ChangeSet:
             changes.mark("customers", objects._id(obj.get("customer")))  # customer.source.*, customer.tax_id.*
         elif prefix == "invoice":
             changes.mark("invoices", object_id, created)
+            if kind_of_event in ("invoice.created", "invoice.finalized") and obj.get("customer"):
+                # Numbering an invoice moves its customer's next_invoice_sequence, and Stripe sends no
+                # customer.updated for that: read the customer again too.
+                changes.mark("customers", objects._id(obj.get("customer")))
         elif prefix == "invoiceitem":
             if obj.get("invoice"):
                 changes.mark("invoices", objects._id(obj.get("invoice")))
@@ -560,7 +566,8 @@ def _full(reader: StripeReader, con: duckdb.DuckDBPyConnection, integration: str
     sink = _StagingSink(con, progress, started)
     engine = _Engine(reader, integration, concurrency, sink)
     hi = int(started_wall) + CLOCK_SKEW_S
-    events_lo = int(started_wall) - EVENT_RETENTION_S
+    # Stripe drops events older than 30 days itself; a day more tolerates clocks that disagree.
+    events_lo = int(started_wall) - EVENT_RETENTION_S - CLOCK_SKEW_S
     tasks = [engine._window(spec, 0, hi, None) for spec in LISTS]
     tasks.append(engine._window(EVENTS, events_lo, hi, None))
     engine.run(tasks)
@@ -594,7 +601,9 @@ def _incremental(reader: StripeReader, con: duckdb.DuckDBPyConnection, integrati
     since = _epoch(state.last_event_created)
     # created[gte] the cursor's second: events of that second we already saw are read again, harmlessly.
     engine.run([engine._window(EVENTS, since, hi, None)])
-    changes = changed_objects(engine.events)
+    # Events already stored were acted on by the sync that stored them (it read the objects after listing them).
+    known = raw.event_ids_since(con, integration, state.last_event_created)
+    changes = changed_objects(e for e in engine.events if e[1] not in known)
 
     tasks: list[_Task] = []
     listed: dict[str, int] = {}

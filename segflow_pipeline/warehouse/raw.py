@@ -106,6 +106,12 @@ def read_state(con: duckdb.DuckDBPyConnection, integration: str) -> SyncState | 
     return SyncState(*row) if row else None
 
 
+def event_ids_since(con: duckdb.DuckDBPyConnection, integration: str, since: dt.datetime) -> set[str]:
+    """Ids of the stored events created at or after `since`."""
+    return {row[0] for row in con.execute(
+        f"select id from {SCHEMA}.events where integration = ? and created >= ?", [integration, since]).fetchall()}
+
+
 def clear_staging(con: duckdb.DuckDBPyConnection, integration: str) -> None:
     """Forget what an earlier (maybe killed) full sync of this integration staged."""
     con.execute("begin transaction")

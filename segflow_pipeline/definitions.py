@@ -8,7 +8,6 @@ import dagster as dg
 @dg.definitions
 def defs() -> dg.Definitions:
     return dg.Definitions.merge(
-        dg.load_from_defs_folder(path_within_project=Path(__file__).parent / "defs",
-                                 project_root=Path(__file__).parent.parent),
+        dg.load_from_defs_folder(project_root=Path(__file__).parent.parent),
         dg.Definitions(executor=dg.in_process_executor),
     )

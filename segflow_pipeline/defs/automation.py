@@ -1,6 +1,5 @@
 """The one refresh job and its daily schedule (UTC 06:00 unless SEGFLOW_REFRESH_CRON / SEGFLOW_REFRESH_TIMEZONE)."""
 
-from __future__ import annotations
 
 import os
 

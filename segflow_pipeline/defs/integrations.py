@@ -6,7 +6,6 @@ With no integrations file there is one account, `default` (STRIPE_API_KEY), and 
 `--partition NAME` refreshes one, `segflow refresh` refreshes them all, and one failing account fails only its run.
 """
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -1,6 +1,5 @@
 """Stripe → DuckDB: one multi-asset syncs every raw table of one account under one shared rate limit."""
 
-from __future__ import annotations
 
 import time
 

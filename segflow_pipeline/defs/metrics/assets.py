@@ -1,6 +1,5 @@
 """metrics/mrr_daily: daily MRR per integration and currency, with movements (MRR_SPEC.md)."""
 
-from __future__ import annotations
 
 import datetime as dt
 

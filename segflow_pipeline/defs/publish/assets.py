@@ -1,6 +1,5 @@
 """publish/segflow_duckdb: the file BI tools read, replaced atomically once every upstream check passed."""
 
-from __future__ import annotations
 
 import dagster as dg
 

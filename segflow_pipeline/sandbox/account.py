@@ -430,7 +430,6 @@ class SandboxAccount:
             "balance": 0,
             "created": c.created,
             "currency": c.currency,
-            "customer_account": None,
             "default_source": None,
             "delinquent": c.delinquent,
             "description": None,
@@ -1106,7 +1105,7 @@ class _Generator:
             {"family": m, "outcome": "active", "changes": [("upgrade", None)], "start": now - 200 * d},
             {"family": ("usd", "month", 1), "base": "Business", "qty": 8, "outcome": "active",
              "changes": [("qty_up", None), ("qty_down", None)], "start": now - 300 * d},
-            {"family": m, "base": "Enterprise volume", "qty": 25, "addons": 13, "outcome": "active",
+            {"family": m, "base": "Enterprise volume", "qty": 25, "addons": 14, "outcome": "active",
              "start": now - 150 * d},
             {"family": m, "outcome": "trialing", "trial": True, "start": now - 5 * d},
             {"family": m, "outcome": "active", "trial": True, "start": now - 60 * d},
@@ -1320,7 +1319,10 @@ class _Generator:
         # ---- changes (upgrades, downgrades, quantity) strictly inside active periods
         active_until = min([t for t, _, act, _ in transitions if act in ("cancel_now", "past_due", "cancel_end",
                                                                           "cancel_request")] + [now - 3600])
-        for change in plan.get("changes", []):
+        changes = plan.get("changes", [])
+        if outcome in ("trialing", "paused", "incomplete", "incomplete_expired"):
+            changes = []  # never paid: nothing to upgrade or downgrade
+        for change in changes:
             kind, t = change if isinstance(change, tuple) else (None, None)
             if t is None:
                 lo = first_b + DAY
@@ -1396,7 +1398,7 @@ class _Generator:
                          status="active", latest_invoice=latest)
                 elif t >= cutoff and k > 0:
                     push(t, "customer.subscription.updated", ("items", "latest_invoice"), latest_invoice=latest)
-                elif len(sub.versions) == 1:
+                elif k == 0 and len(sub.versions) == 1:
                     state = sub.versions[0] = state._replace(latest_invoice=latest)
                 if once_used and state.discounts and any(
                         self.coupon_by_id[a.discounts[di].coupon].duration == "once" for di in state.discounts):

@@ -261,12 +261,17 @@ def item_rows(
         pl.col("from_day").min().alias("inv_from"), pl.col("period_to").max().alias("inv_to")
     )
     item_keys = [*keys, "item"]
+    # ordered by timestamp, not day: a proration and a renewal on the same day must keep their order
     invoice = (
-        lines.sort(*item_keys, "from_day", "kind")
-        .with_columns(pl.col("from_day").shift(-1).over(item_keys, order_by=["from_day", "kind"]).alias("next_from"))
+        lines.sort(*item_keys, "period_start", "kind")
+        .with_columns(
+            pl.col("period_start").shift(-1).over(item_keys, order_by=["period_start", "kind"]).alias("next_start")
+        )
         .join(coverage, on=keys, how="inner")
         .with_columns(
-            pl.min_horizontal("period_to", pl.col("next_from").fill_null(FAR), "inv_to", "era_start").alias("to_day")
+            pl.min_horizontal(
+                day_until(pl.min_horizontal("period_end", pl.col("next_start")), as_of), "inv_to", "era_start"
+            ).alias("to_day")
         )
         .filter((pl.col("kind") > 0) & (pl.col("from_day") < pl.col("to_day")))
         .with_columns(pl.lit("invoice").alias("source"))

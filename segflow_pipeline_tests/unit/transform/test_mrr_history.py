@@ -166,3 +166,19 @@ def test_undecodable_event_json_does_not_crash(account: Account, bad: str) -> No
     account.rows["events"][-1]["data_object"] = bad
     frame = mrr.daily_mrr(intervals(account), TODAY)
     assert value_on(frame, TODAY) == D("49.00")
+
+
+def test_proration_and_renewal_on_the_same_day_keep_their_order(account: Account) -> None:
+    # upgrade at 00:48, renewal at 07:22 the same day: the new price holds from that day on
+    basic, pro = account.price(unit_amount=5000), account.price(unit_amount=8000)
+    account.subscription([(pro, 1)], id="sub_d", start=at("2024-04-25", 7, 22))
+    item = "si_sub_d_1"
+    account.invoice_line("sub_d", basic, at("2024-04-25", 7, 22), at("2024-05-25", 7, 22), item=item)
+    account.invoice_line("sub_d", basic, at("2024-05-25", 0, 48), at("2024-05-25", 7, 22), amount=-10, item=item,
+                         proration=True)
+    account.invoice_line("sub_d", pro, at("2024-05-25", 0, 48), at("2024-05-25", 7, 22), amount=10, item=item,
+                         proration=True)
+    account.invoice_line("sub_d", pro, at("2024-05-25", 7, 22), at("2024-06-25", 7, 22), item=item)
+    frame = mrr.daily_mrr(intervals(account), TODAY)
+    assert [value_on(frame, dt.date(2024, 5, d)) for d in (24, 25, 26)] == [D("50.00"), D("80.00"), D("80.00")]
+    assert frame.get_column("date").max() == TODAY and value_on(frame, TODAY) == D("80.00")

@@ -322,6 +322,10 @@ class EmulatorServer:
                                "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY'). "
                                "See https://stripe.com/docs/api#authentication for details, or we can help at "
                                "https://support.stripe.com/.")
+            if key.startswith("pk_"):
+                raise ApiError(401, "This API call cannot be made with a publishable API key. Please use a secret "
+                               "API key. You can find a list of your API keys at "
+                               "https://dashboard.stripe.com/account/apikeys.")
             account = self.accounts.get(key)
             if account is None or not KEY_RE.fullmatch(key):
                 raise ApiError(401, f"Invalid API Key provided: {masked}")
@@ -340,7 +344,9 @@ class EmulatorServer:
             if self.error_rate > 0 and self._draw() < self.error_rate:
                 raise ApiError(500, "An unknown error occurred while processing this request. Please retry it or "
                                "contact support@stripe.com.", type_="api_error")
-            body = _Router(self, account, key).route(target)
+            # The account lock keeps a page consistent while `mutate` swaps the account's indexes.
+            with account.lock:
+                body = _Router(self, account, key).route(target)
             status, ctype = 200, "application/json"
             if self.bad_body_rate > 0 and self._draw() < self.bad_body_rate:
                 if self._draw() < 0.5:

@@ -164,7 +164,8 @@ def period_amounts(pairs: pl.DataFrame, prices: pl.DataFrame, tiers: pl.DataFram
         )
         .with_columns(money.fraction_digits(pl.col("pico")).alias("digits"))
         .with_columns(
-            (pl.col("pico") // pl.lit(10, pl.Int128).pow(pl.lit(12, pl.Int64) - pl.col("digits"))).alias("amount")
+            (pl.col("pico") // pl.col("digits").replace_strict({d: 10 ** (12 - d) for d in range(13)},
+                                                                 return_dtype=pl.Int128)).alias("amount")
         )
     )
     return out.select("integration", "price", "quantity", "amount", "digits")

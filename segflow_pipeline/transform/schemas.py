@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import polars as pl
 import pandera.polars as pa
-from pandera.typing.polars import DataFrame  # noqa: F401  (re-exported for type hints in callers)
 
 from segflow_pipeline.transform import pricing
 from segflow_pipeline.transform.mrr import SUBSCRIPTION_STATUSES

@@ -52,7 +52,7 @@ def build(subs: list[dict]) -> tuple[Account, dict[tuple[str, dt.date], Decimal]
                             currency=s["currency"])
         new = old
         change = None
-        if s["upgrade_amount"] is not None:
+        if s["upgrade_amount"] is not None and start + dt.timedelta(days=s["upgrade_after"], hours=3) <= AS_OF:
             new = account.price(unit_amount=s["upgrade_amount"], interval=s["interval"], interval_count=s["count"],
                                 currency=s["currency"])
             change = start + dt.timedelta(days=s["upgrade_after"], hours=3)

@@ -14,6 +14,7 @@ fraction of subscriptions as real customers would and appends the matching event
 
 from __future__ import annotations
 
+import atexit
 import gc
 import random
 import threading
@@ -749,7 +750,10 @@ class SandboxAccount:
         elif ev.kind == "invoice":
             data = {"object": self.invoice_dict(self.invoices[ev.ref])}
         else:
-            data = {"object": self.customer_dict(self.customers[ev.ref])}
+            # As the customer was when created: events are immutable, whatever happened to the customer later.
+            obj = self.customer_dict(self.customers[ev.ref])
+            obj.update(next_invoice_sequence=1, delinquent=False)
+            data = {"object": obj}
         return {
             "id": ev.id,
             "object": "event",
@@ -1642,7 +1646,8 @@ class _Generator:
         a = self.a
         pos = {c.id: c for c in a.customers}
         invoices = a.invoices
-        for _, _, i in sorted([(invoices[i].created, invoices[i].id, i) for i in invoice_idxs]):
+        created = {i: invoices[i].created for i in invoice_idxs}
+        for i in sorted(created, key=created.__getitem__):
             inv = invoices[i]
             if inv.status == "draft":
                 continue
@@ -1799,8 +1804,16 @@ def build_account(n_subscriptions: int = 1000, seed: int = 7, now: int | None = 
 def _settle_gc() -> None:
     """Move the account's objects out of the collector's young generations. Allocated with GC off, millions of
     objects would otherwise sit in a young generation that every minor collection traverses again, which makes a
-    server process 20x slower on cold pages. Frozen objects are still freed by reference counting."""
+    server process 20x slower on cold pages. Frozen objects are still freed by reference counting, and everything
+    is unfrozen at exit so the final collection still sees it (extension modules check for leaks then)."""
+    global _unfreeze_registered
     gc.freeze()
+    if not _unfreeze_registered:
+        atexit.register(gc.unfreeze)
+        _unfreeze_registered = True
+
+
+_unfreeze_registered = False
 
 
 def _build(n_subscriptions: int, seed: int, now: int, livemode: bool) -> SandboxAccount:

@@ -25,7 +25,9 @@ class Table:
         columns: dict[str, Sequence[Hashable]] | None = None,
     ) -> None:
         """`keys` index a record under each value its function returns; `columns` under its single value."""
-        order = [r for _, _, r in sorted(zip(created, ids, range(len(ids))), reverse=True)]
+        # Two stable C-level sorts (id desc, then created desc) are faster than sorting (created, id) tuples.
+        order = sorted(range(len(ids)), key=ids.__getitem__, reverse=True)
+        order.sort(key=created.__getitem__, reverse=True)
         self.rows: list[int] = order
         self.ids: list[str] = [ids[r] for r in order]
         self.neg_created: list[int] = [-created[r] for r in order]

@@ -748,7 +748,7 @@ class SandboxAccount:
                 prev = self.sub_dict(sub, sub.versions[ev.version - 1], ev.created - 1)
                 data["previous_attributes"] = {k: prev[k] for k in state.changed}
         elif ev.kind == "invoice":
-            data = {"object": self.invoice_dict(self.invoices[ev.ref])}
+            data = {"object": self._invoice_at_event(self.invoices[ev.ref], ev.type)}
         else:
             # As the customer was when created: events are immutable, whatever happened to the customer later.
             obj = self.customer_dict(self.customers[ev.ref])
@@ -765,6 +765,21 @@ class SandboxAccount:
             "request": {"id": ev.request, "idempotency_key": None},
             "type": ev.type,
         }
+
+    def _invoice_at_event(self, inv: Invoice, event_type: str) -> dict[str, Any]:
+        """The invoice as the event saw it: a draft when created, open when finalized, paid when paid."""
+        d = self.invoice_dict(inv)
+        transitions = d["status_transitions"]
+        if event_type == "invoice.created" and inv.status != "draft":
+            d.update(status="draft", number=None, amount_paid=0, amount_remaining=d["amount_due"], attempted=False,
+                     attempt_count=0, effective_at=None, ending_balance=None, hosted_invoice_url=None,
+                     invoice_pdf=None, auto_advance=True,
+                     automatically_finalizes_at=None if inv.finalized_at is None else inv.finalized_at)
+            transitions.update(finalized_at=None, paid_at=None, voided_at=None)
+        elif event_type in ("invoice.finalized", "invoice.payment_failed") and inv.status in ("paid", "void"):
+            d.update(status="open", amount_paid=0, amount_remaining=d["amount_due"])
+            transitions.update(paid_at=None, voided_at=None)
+        return d
 
     def account_dict(self) -> dict[str, Any]:
         return _account_object(self)

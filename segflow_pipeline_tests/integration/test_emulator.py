@@ -245,6 +245,8 @@ def test_events_only_last_30_days_with_type_filters(client, account):
     assert all("previous_attributes" in e["data"] for e in only)
     several = raw(client, "/v1/events", types=["invoice.paid", "customer.subscription.deleted"], limit=100)
     assert {e["type"] for e in several["data"]} == {"invoice.paid", "customer.subscription.deleted"}
+    created = raw(client, "/v1/events", type="invoice.created", limit=5)["data"]
+    assert created and all(e["data"]["object"]["status"] == "draft" for e in created)  # as the event saw it
     wild = raw(client, "/v1/events", type="customer.subscription.*", limit=100)["data"]
     assert wild and all(e["type"].startswith("customer.subscription.") for e in wild)
 

@@ -207,7 +207,7 @@ class SandboxAccount:
         self.tables: dict[str, Table] = {}
         self.lock = threading.RLock()
         self._cache: dict[str, dict[Any, bytes]] = {}
-        self.cache_limit = 400_000  # encoded objects kept per resource before the cache is dropped
+        self.cache_limit = 250_000  # encoded objects kept per resource (bounds memory at ~1 GB each)
         self._price_frag: list[Any] = []
         self._price_tiers_frag: list[Any] = []
         self._plan_frag: list[Any] = []

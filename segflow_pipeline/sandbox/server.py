@@ -16,6 +16,7 @@ server stays fast with 100k subscriptions loaded. Stdlib and orjson only; binds 
 
 from __future__ import annotations
 
+import base64
 import collections
 import random
 import re
@@ -94,6 +95,9 @@ PERMISSION_OF = {"subscriptions": SUBSCRIPTION_PERMISSION, "subscription_items":
 
 _HTML_502 = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway"
              b"</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+
+
+_UNSET: Any = object()
 
 
 class ApiError(Exception):
@@ -257,13 +261,13 @@ class EmulatorServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def set_faults(self, latency_s: float | None = None, rate_limit_per_s: float | None = ...,  # type: ignore[assignment]
+    def set_faults(self, latency_s: float | None = None, rate_limit_per_s: Any = _UNSET,
                    error_rate: float | None = None, bad_body_rate: float | None = None) -> None:
         """Change faults while serving. `rate_limit_per_s=None` removes the limit; omitted arguments stay."""
         with self._lock:
             if latency_s is not None:
                 self.latency_s = latency_s
-            if rate_limit_per_s is not ...:
+            if rate_limit_per_s is not _UNSET:
                 self.rate_limit_per_s = rate_limit_per_s
                 self._buckets.clear()
             if error_rate is not None:
@@ -306,8 +310,7 @@ class EmulatorServer:
         if auth.startswith("Bearer "):
             key = auth[7:].strip()
         elif auth.startswith("Basic "):
-            import base64
-
+            # curl -u sk_test_...: sends the key as the Basic user name, which Stripe accepts too.
             try:
                 key = base64.b64decode(auth[6:]).decode().split(":", 1)[0]
             except Exception:  # noqa: BLE001 - a malformed header is an invalid key

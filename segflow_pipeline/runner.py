@@ -33,7 +33,7 @@ def refresh(integration: str | None = None, *, full: bool = False) -> int:
     from segflow_pipeline.defs.integrations import INTEGRATIONS, PARTITIONS
 
     defs = load_definitions()
-    job = defs.get_job_def("daily_refresh_job")
+    job = defs.resolve_job_def("daily_refresh_job")
     names = [i.name for i in INTEGRATIONS]
     if integration is not None and integration not in names:
         print(f"segflow: no integration named {integration!r}; configured: {', '.join(names)}", file=sys.stderr)
@@ -65,6 +65,10 @@ def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
     messages = []
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            user = event.step_failure_data.user_failure_data
+            if user is not None and user.description:
+                messages.append(f"{event.step_key}: {redact(user.description.strip())}")
+                continue
             error = event.step_failure_data.error
             # The user-facing cause is the innermost error (e.g. StripeSetupError), not Dagster's wrapper.
             while error.cause is not None:

@@ -5,10 +5,11 @@ import time
 
 import dagster as dg
 
+from segflow_pipeline.config import Integration
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
 from segflow_pipeline.resources.stripe import StripeResource
 from segflow_pipeline.resources.warehouse import WarehouseResource
-from segflow_pipeline.stripe_api.keys import empty_account_warning
+from segflow_pipeline.stripe_api.keys import StripeSetupError, empty_account_warning
 from segflow_pipeline.stripe_api.sync import sync_account
 from segflow_pipeline.stripe_api.tables import TABLES
 from segflow_pipeline.warehouse import quality, raw
@@ -46,6 +47,15 @@ def stripe_sync(context: dg.AssetExecutionContext, config: SyncConfig, stripe: S
                 duckdb: WarehouseResource):
     """Sync one Stripe account (read-only) into its working DuckDB file."""
     integration = integration_of(context)
+    try:
+        yield from _sync(context, config, stripe, duckdb, integration)
+    except StripeSetupError as exc:
+        # A bad key or a missing permission does not heal by retrying: fail at once with the fix.
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+
+
+def _sync(context: dg.AssetExecutionContext, config: SyncConfig, stripe: StripeResource,
+          duckdb: WarehouseResource, integration: Integration):
     reader = stripe.reader(integration)
     info = reader.key_info
     context.log.info(f"Stripe account '{integration.name}': {info.mode} mode, {info.kind} key {info.masked}")

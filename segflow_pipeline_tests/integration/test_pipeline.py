@@ -1,0 +1,111 @@
+"""The whole code location, run in process against the emulator over HTTP: Stripe → DuckDB → MRR → published file."""
+
+import datetime as dt
+import subprocess
+
+import dagster as dg
+import duckdb
+import pytest
+import stripe
+
+from segflow_pipeline.runner import load_definitions
+from segflow_pipeline_tests.integration.conftest import ACME_KEY, CHECK_CONTRACT, NOSUBS_KEY, python
+from segflow_pipeline_tests.integration.mrr_oracle import mrr_today
+
+
+def run_job(full: bool = True) -> dg.ExecuteInProcessResult:
+    job = load_definitions().resolve_job_def("daily_refresh_job")
+    return job.execute_in_process(
+        run_config={"ops": {"stripe_sync": {"config": {"mode": "full" if full else "auto"}}}},
+        raise_on_error=False)
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {f"{e.asset_check_evaluation_data.asset_key.to_user_string()}:{e.asset_check_evaluation_data.check_name}":
+            e.asset_check_evaluation_data.passed
+            for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+
+
+@pytest.fixture(scope="module")
+def first_run(emulator, tmp_path_factory):
+    """One full refresh of the acme account, shared by the read-only assertions below."""
+    mp = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("first")
+    published = root / "segflow.duckdb"
+    for k, v in {"STRIPE_API_KEY": ACME_KEY, "STRIPE_API_BASE": emulator.url, "SEGFLOW_DUCKDB_PATH": str(published),
+                 "SEGFLOW_INTEGRATIONS_FILE": str(root / "none.yaml")}.items():
+        mp.setenv(k, v)
+    mp.delenv("DAGSTER_HOME", raising=False)
+    result = run_job()
+    yield result, published
+    mp.undo()
+
+
+def test_full_refresh_succeeds_and_every_check_passes(first_run):
+    result, published = first_run
+    assert result.success
+    checks = check_results(result)
+    assert checks and all(checks.values()), {k: v for k, v in checks.items() if not v}
+    for name in ("metrics/mrr_daily:movements_reconcile", "metrics/mrr_daily:matches_live_subscriptions",
+                 "metrics/mrr_daily:matches_schema", "metrics/mrr_daily:one_row_per_day",
+                 "stripe/subscriptions:unique_ids", "publish/segflow_duckdb:readable_with_contract_tables"):
+        assert name in checks
+
+
+def test_published_file_satisfies_the_contract(first_run):
+    _, published = first_run
+    out = subprocess.run([python(), str(CHECK_CONTRACT), str(published)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
+    assert "all checks hold" in out.stdout
+
+
+def test_raw_tables_hold_every_object_once(first_run, emulator):
+    _, published = first_run
+    counts = emulator.accounts[ACME_KEY].counts()
+    con = duckdb.connect(str(published), read_only=True)
+    try:
+        for table, resource in (("subscriptions", "subscriptions"), ("customers", "customers"),
+                                ("invoices", "invoices"), ("prices", "prices"), ("coupons", "coupons")):
+            n, distinct = con.execute(f"select count(*), count(distinct id) from stripe.{table}").fetchone()
+            assert n == distinct == counts[resource], table
+    finally:
+        con.close()
+
+
+def test_todays_mrr_matches_an_independent_computation_from_live_subscriptions(first_run, emulator):
+    _, published = first_run
+    client = stripe.StripeClient(ACME_KEY, base_addresses={"api": emulator.url})
+    expected = mrr_today(client, emulator.accounts[ACME_KEY].now)
+    con = duckdb.connect(str(published), read_only=True)
+    try:
+        rows = dict(con.execute("select currency, mrr from metrics.mrr_daily where date = ?",
+                                [dt.datetime.now(dt.timezone.utc).date()]).fetchall())
+    finally:
+        con.close()
+    assert set(expected) == {"usd", "eur", "jpy"}
+    assert rows == expected
+
+
+def test_bad_key_fails_clearly_and_leaves_published_data_alone(first_run, monkeypatch):
+    _, published = first_run
+    before = published.read_bytes()
+    monkeypatch.setenv("STRIPE_API_KEY", NOSUBS_KEY)
+    monkeypatch.setenv("SEGFLOW_DUCKDB_PATH", str(published))
+    from segflow_pipeline.runner import failure_messages
+
+    result = run_job(full=True)
+    assert not result.success
+    message = " ".join(failure_messages(result))
+    assert "rak_subscription_read" in message and "Read access" in message
+    assert NOSUBS_KEY not in message
+    assert published.read_bytes() == before
+
+
+def test_schedule_asks_for_one_run_a_day():
+    defs = load_definitions()
+    schedule = defs.resolve_schedule_def("daily_refresh_job_schedule")
+    assert schedule.cron_schedule == "0 6 * * *" and schedule.execution_timezone == "UTC"
+    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 26, 6, tzinfo=dt.timezone.utc))
+    requests = list(schedule.evaluate_tick(context).run_requests)
+    assert [r.run_key for r in requests] == ["2026-11-26"]
+    assert requests[0].tags["segflow/integration"] == "default"

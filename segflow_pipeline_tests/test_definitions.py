@@ -1,0 +1,81 @@
+"""The code location loads and holds exactly the documented assets, groups, checks, job and schedule."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from segflow_pipeline.runner import load_definitions
+
+PROJECT = Path(__file__).resolve().parents[1]
+RAW = ["coupons", "customers", "discounts", "events", "invoice_lines", "invoices", "price_tiers", "prices", "products",
+       "quarantine", "subscription_items", "subscriptions"]
+MARTS = sorted(p.stem for p in (PROJECT / "dbt_like_sql" / "marts").glob("*.sql"))
+
+
+def test_assets_groups_and_keys():
+    defs = load_definitions()
+    graph = defs.resolve_asset_graph()
+    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    expected = {**{f"stripe/{t}": "extract" for t in RAW}, "metrics/mrr_daily": "metrics",
+                **{f"marts/{m}": "marts" for m in MARTS}, "marts/mrr_report": "marts",
+                "publish/segflow_duckdb": "publish"}
+    assert groups == expected
+    assert len(MARTS) >= 5
+
+
+def test_checks_state_properties_and_block():
+    graph = load_definitions().resolve_asset_graph()
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    for name in ("matches_schema", "movements_reconcile", "one_row_per_day", "matches_live_subscriptions"):
+        assert ("metrics/mrr_daily", name) in checks
+    for table in RAW:
+        assert (f"stripe/{table}", "unique_ids") in checks
+    assert ("publish/segflow_duckdb", "readable_with_contract_tables") in checks
+    assert not [name for _, name in checks if "check" in name]
+
+
+def test_publish_depends_on_every_metric_and_mart():
+    graph = load_definitions().resolve_asset_graph()
+    parents = {k.to_user_string() for k in graph.get(dg.AssetKey(["publish", "segflow_duckdb"])).parent_keys}
+    assert {"metrics/mrr_daily", "marts/mrr_report", *(f"marts/{m}" for m in MARTS)} <= parents
+
+
+def test_job_schedule_and_freshness():
+    defs = load_definitions()
+    job = defs.resolve_job_def("daily_refresh_job")
+    assert job.name == "daily_refresh_job"
+    schedule = defs.resolve_schedule_def("daily_refresh_job_schedule")
+    assert schedule.job_name == "daily_refresh_job"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    spec = load_definitions().resolve_asset_graph().get(dg.AssetKey(["metrics", "mrr_daily"]))
+    assert spec.freshness_policy is not None
+
+
+def test_pure_modules_never_import_dagster():
+    offenders = []
+    for folder in ("stripe_api", "transform", "warehouse", "reporting", "sandbox"):
+        for path in (PROJECT / "segflow_pipeline" / folder).rglob("*.py"):
+            if re.search(r"^\s*(import dagster|from dagster)", path.read_text(), re.M):
+                offenders.append(str(path.relative_to(PROJECT)))
+    assert offenders == []
+
+
+def test_sandbox_never_imports_the_pipeline():
+    for path in (PROJECT / "segflow_pipeline" / "sandbox").rglob("*.py"):
+        imports = re.findall(r"^\s*(?:from|import) (segflow_pipeline\.\w+)", path.read_text(), re.M)
+        assert all(i == "segflow_pipeline.sandbox" for i in imports), (path, imports)
+
+
+def test_no_private_dagster_imports():
+    for path in (PROJECT / "segflow_pipeline").rglob("*.py"):
+        assert "dagster._" not in path.read_text(), path
+
+
+def test_dagster_cli_validates_the_code_location():
+    out = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-m",
+                          "segflow_pipeline.definitions"], capture_output=True, text=True, cwd=PROJECT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Validation successful" in out.stderr + out.stdout

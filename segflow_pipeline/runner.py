@@ -39,7 +39,8 @@ def refresh(integration: str | None = None, *, full: bool = False) -> int:
         print(f"segflow: no integration named {integration!r}; configured: {', '.join(names)}", file=sys.stderr)
         return 2
     targets = [integration] if integration else names
-    run_config = {"ops": {"stripe_sync": {"config": {"mode": "full" if full else "auto"}}}}
+    run_config = {"ops": {"stripe_sync": {"config": {"mode": "full" if full else "auto"}}},
+                  "loggers": {"console": {"config": {"log_level": "INFO"}}}}
     failed: list[str] = []
     with _instance() as instance:
         for name in targets:
@@ -95,3 +96,6 @@ def print_summary(published: Path, months: int = 12) -> None:
     for currency, month, mrr, arr, customers in rows:
         print(f"{currency:<9}{month:<9}{mrr:>16,.2f}{arr:>18,.2f}{customers:>11}")
     print(f"\nDuckDB file: {published.resolve()}")
+    reports = sorted((published.parent / "reports").glob("*/mrr.html"))
+    for report in reports:
+        print(f"MRR chart ({report.parent.name}): {report.resolve()} (PNG beside it)")

@@ -220,6 +220,9 @@ class SandboxAccount:
         self._discount_pos: dict[str, int] = {}
         self._event_pos: dict[str, int] = {}
         self._item_owner: dict[str, int] = {}
+        # Objects served exactly as given (inject_raw): per resource, (id, created, JSON bytes, object).
+        self.raw_objects: dict[str, list[tuple[str, int, bytes, Any]]] = {}
+        self._raw_pos: dict[str, dict[str, int]] = {}
 
     # ------------------------------------------------------------------ public helpers
     def counts(self) -> dict[str, int]:
@@ -250,10 +253,52 @@ class SandboxAccount:
             "prices": self._price_pos, "products": self._product_pos, "coupons": self._coupon_pos,
             "events": self._event_pos,
         }[kind]
-        return table.get(obj_id)
+        found = table.get(obj_id)
+        if found is None and self._raw_pos:
+            found = self._raw_pos.get(kind, {}).get(obj_id)
+        return found
+
+    def is_generated(self, kind: str, ridx: int) -> bool:
+        """False for objects added with `inject_raw` (they have no generated record behind them)."""
+        return ridx < len(self._records(kind))
+
+    def _records(self, kind: str) -> list[Any]:
+        return {"subscriptions": self.subs, "invoices": self.invoices, "customers": self.customers,
+                "prices": self.prices, "products": self.products, "coupons": self.coupons,
+                "events": self.events}[kind]
+
+    # ------------------------------------------------------------------ objects Stripe should never send
+    def inject_raw(self, resource: str, obj: Any, *, object_id: str | None = None, created: int | None = None) -> str:
+        """Serve `obj` exactly as given, in the list `resource` (and by id), beside the generated objects.
+
+        For tests of how a client copes with what Stripe should not send: a field missing or null, a value of the
+        wrong type, an unknown currency, a price without `recurring`, an event about an object that is gone.
+        `obj` may be any JSON value; it is placed in list order by `created` (default: its own `created`, else the
+        account's `now`) under `object_id` (default: its own `id`). List filters on columns the account indexes
+        (subscription status, invoice customer, event created...) read the object's own fields; filters that
+        need a generated record (`price=` on subscriptions, price `currency=`...) do not match it, and its
+        embedded lists cannot be paged (keep them short). `counts()` counts generated objects only.
+        Returns the id the object is listed under.
+        """
+        if resource not in ("subscriptions", "invoices", "customers", "prices", "products", "coupons", "events"):
+            raise ValueError(f"inject_raw: {resource!r} is not a list this account serves")
+        own = obj if isinstance(obj, dict) else {}
+        object_id = object_id or own.get("id")
+        if not isinstance(object_id, str) or not object_id:
+            raise ValueError("inject_raw: the object has no string id; pass object_id=")
+        if created is None:
+            created = own.get("created") if isinstance(own.get("created"), int) else self.now
+        with self.lock:
+            if self.lookup(resource, object_id) is not None:
+                raise ValueError(f"inject_raw: {resource} already holds {object_id!r}")
+            self.raw_objects.setdefault(resource, []).append((object_id, int(created), orjson.dumps(obj), obj))
+            self._finish()
+        return object_id
 
     # ------------------------------------------------------------------ encoding with cache
     def encoded(self, kind: str, ridx: int, variant: tuple[str, ...] = ()) -> bytes:
+        if self.raw_objects and not self.is_generated(kind, ridx):
+            return self.raw_objects[kind][ridx - len(self._records(kind))][2]
         cache = self._cache.setdefault(kind, {})
         key = (ridx, variant)
         data = cache.get(key)
@@ -820,22 +865,36 @@ class SandboxAccount:
         subs, invs = self.subs, self.invoices
         hidden = ("canceled", "incomplete_expired")
         statuses = [s.versions[-1].status for s in subs]
+
+        def table(resource: str, ids: list[str], created: list[int],
+                  columns: dict[str, list[Any]] | None = None) -> Table:
+            extra = self.raw_objects.get(resource, [])
+            if extra:
+                base = len(ids)
+                self._raw_pos[resource] = {entry[0]: base + i for i, entry in enumerate(extra)}
+                ids = ids + [entry[0] for entry in extra]
+                created = created + [entry[1] for entry in extra]
+                columns = {name: list(values) + [_raw_column(name, entry[3]) for entry in extra]
+                           for name, values in (columns or {}).items()}
+            return Table(ids, created, columns=columns)
+
+        self._raw_pos = {}
         tables = {
-            "subscriptions": Table(
-                [s.id for s in subs], [s.created for s in subs],
+            "subscriptions": table(
+                "subscriptions", [s.id for s in subs], [s.created for s in subs],
                 # Without `status`, Stripe hides canceled and incomplete_expired subscriptions.
                 columns={"status": statuses, "default": [st not in hidden for st in statuses],
                          "customer": [s.customer for s in subs]}),
-            "invoices": Table(
-                [i.id for i in invs], [i.created for i in invs],
+            "invoices": table(
+                "invoices", [i.id for i in invs], [i.created for i in invs],
                 columns={"subscription": [i.sub for i in invs], "customer": [i.customer for i in invs],
                          "status": [i.status for i in invs]}),
-            "customers": Table([c.id for c in self.customers], [c.created for c in self.customers],
+            "customers": table("customers", [c.id for c in self.customers], [c.created for c in self.customers],
                                columns={"email": [c.email for c in self.customers]}),
-            "prices": Table([p.id for p in self.prices], [p.created for p in self.prices]),
-            "products": Table([p.id for p in self.products], [p.created for p in self.products]),
-            "coupons": Table([c.id for c in self.coupons], [c.created for c in self.coupons]),
-            "events": Table([e.id for e in self.events], [e.created for e in self.events],
+            "prices": table("prices", [p.id for p in self.prices], [p.created for p in self.prices]),
+            "products": table("products", [p.id for p in self.products], [p.created for p in self.products]),
+            "coupons": table("coupons", [c.id for c in self.coupons], [c.created for c in self.coupons]),
+            "events": table("events", [e.id for e in self.events], [e.created for e in self.events],
                             columns={"type": [e.type for e in self.events]}),
         }
         self._item_owner = {it.id: s.idx for s in subs for it in s.versions[-1].items}
@@ -882,6 +941,17 @@ class SandboxAccount:
             self.invalidate("subscriptions", [self._sub_pos[i] for i in changed])
             self._finish()
             return changed
+
+
+def _raw_column(name: str, obj: Any) -> Any:
+    """The value an injected object contributes to a list index column (see `SandboxAccount._finish`)."""
+    own = obj if isinstance(obj, dict) else {}
+    if name == "default":  # shown without a status filter: everything but canceled and incomplete_expired
+        return own.get("status") not in ("canceled", "incomplete_expired")
+    value = own.get(name)
+    if isinstance(value, dict):
+        value = value.get("id")
+    return value if isinstance(value, (str, int, bool)) or value is None else None
 
 
 def _date(ts: int) -> str:

@@ -7,8 +7,11 @@ auth with masked keys in errors, restricted keys missing a permission (403), new
 `expand[]` with Stripe's 4-level limit, truncated embedded lists, 30 days of events, and Stripe's error envelopes.
 Anything but GET is refused (400) and counted, so tests can prove a client never writes.
 
-Faults for reliability tests: added latency, a per-key rate limit answered with Stripe's 429 (which carries no
+Faults for reliability tests: added latency, latency spikes (a seeded fraction of requests held `spike_s` seconds
+longer, drawn from a range), a per-key rate limit answered with Stripe's 429 (which carries no
 `Stripe-Should-Retry` header), a seeded fraction of 500s, and bad bodies (truncated JSON or a proxy's HTML 502).
+`method_totals` counts every request by HTTP method for the life of the server (never reset), so a test session
+can prove no client ever sent anything but GET.
 
 Pages are built by joining pre-encoded JSON bytes (cached per object and expansion variant by the account), so the
 server stays fast with 100k subscriptions loaded. Stdlib and orjson only; binds 127.0.0.1.
@@ -195,6 +198,8 @@ class EmulatorServer:
         *,
         port: int = 0,
         bad_body_rate: float = 0.0,
+        latency_spike_rate: float = 0.0,
+        spike_s: tuple[float, float] = (0.3, 2.0),
         restricted: Mapping[str, Iterable[str]] | None = None,
         n_subscriptions: int = 1500,
         account_seed: int = 7,
@@ -220,13 +225,17 @@ class EmulatorServer:
         self.rate_limit_per_s = rate_limit_per_s
         self.error_rate = error_rate
         self.bad_body_rate = bad_body_rate
+        self.latency_spike_rate = latency_spike_rate
+        self.spike_s = spike_s
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._buckets: dict[str, _Bucket] = {}
         self.request_log: list[tuple[str, str, int, str]] = []
         self.request_log_limit = 200_000
         self.non_get_requests = 0
+        self.method_totals: collections.Counter[str] = collections.Counter()
         self._requests = 0
+        self._spikes = 0
         self._by_status: collections.Counter[int] = collections.Counter()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -262,7 +271,8 @@ class EmulatorServer:
         self.stop()
 
     def set_faults(self, latency_s: float | None = None, rate_limit_per_s: Any = _UNSET,
-                   error_rate: float | None = None, bad_body_rate: float | None = None) -> None:
+                   error_rate: float | None = None, bad_body_rate: float | None = None,
+                   latency_spike_rate: float | None = None, spike_s: tuple[float, float] | None = None) -> None:
         """Change faults while serving. `rate_limit_per_s=None` removes the limit; omitted arguments stay."""
         with self._lock:
             if latency_s is not None:
@@ -274,16 +284,21 @@ class EmulatorServer:
                 self.error_rate = error_rate
             if bad_body_rate is not None:
                 self.bad_body_rate = bad_body_rate
+            if latency_spike_rate is not None:
+                self.latency_spike_rate = latency_spike_rate
+            if spike_s is not None:
+                self.spike_s = spike_s
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {"requests": self._requests, "by_status": dict(self._by_status),
-                    "non_get_requests": self.non_get_requests}
+                    "non_get_requests": self.non_get_requests, "latency_spikes": self._spikes}
 
     def reset_stats(self) -> None:
         with self._lock:
             self._requests = 0
             self._by_status.clear()
+            self._spikes = 0
             self.request_log.clear()
             self.non_get_requests = 0
 
@@ -292,6 +307,7 @@ class EmulatorServer:
         with self._lock:
             self._requests += 1
             self._by_status[status] += 1
+            self.method_totals[method] += 1
             log = self.request_log
             if len(log) >= self.request_log_limit:
                 del log[: self.request_log_limit // 2]
@@ -301,10 +317,20 @@ class EmulatorServer:
         with self._lock:
             return self._rng.random()
 
+    def _spike(self) -> float:
+        """Seconds of extra latency for this request: 0, or a draw from `spike_s` for a `latency_spike_rate` share."""
+        with self._lock:
+            if self.latency_spike_rate <= 0 or self._rng.random() >= self.latency_spike_rate:
+                return 0.0
+            low, high = self.spike_s
+            self._spikes += 1
+            return self._rng.uniform(low, high)
+
     def handle(self, method: str, target: str, headers: Mapping[str, str]) -> tuple[int, bytes, str]:
         """Answer one request: (status, body, content type). Never raises."""
-        if self.latency_s > 0:
-            time.sleep(self.latency_s)
+        delay = self.latency_s + self._spike()
+        if delay > 0:
+            time.sleep(delay)
         key = ""
         auth = headers.get("Authorization") or ""
         if auth.startswith("Bearer "):
@@ -707,7 +733,8 @@ class _Router:
         self._check_names(params, {"expand"})
         variant = self._variant(resource, params, in_list=False)
         ridx = a.lookup(resource, obj_id)
-        if resource == "events" and ridx is not None and a.events[ridx].created < a.now - EVENT_WINDOW_S:
+        if (resource == "events" and ridx is not None and a.is_generated("events", ridx)
+                and a.events[ridx].created < a.now - EVENT_WINDOW_S):
             ridx = None
         if ridx is None:
             noun = resource[:-1]

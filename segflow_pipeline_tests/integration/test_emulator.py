@@ -351,6 +351,7 @@ def test_bad_bodies_on_purpose(server):
         server.set_faults(bad_body_rate=0.0)
 
 
+@pytest.mark.emulator_write_probe
 def test_non_get_refused_and_counted(server, client):
     before = server.non_get_requests
     status, body, _ = http(server, "/v1/customers", method="POST")

@@ -22,3 +22,12 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) data .dagster_home
+
+# The production layout on this machine (deploy/README.md): PostgreSQL, dagster-daemon, dagster-webserver on
+# 127.0.0.1:3000 and a Stripe emulator with sandbox accounts, all under .stack/. `make stack-stop` ends them.
+.PHONY: stack stack-stop
+stack: $(STAMP)
+	deploy/stack.sh start
+
+stack-stop:
+	deploy/stack.sh stop

@@ -47,6 +47,45 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
+def serve(n_subscriptions: int, seed: int) -> None:
+    """Emulator process: serves one account; reads `faults L R E`, `mutate F S`, `quit` on stdin."""
+    account = build_account(n_subscriptions=n_subscriptions, seed=seed)
+    with EmulatorServer({KEY: account}, latency_s=0.0, rate_limit_per_s=None, error_rate=0.0) as server:
+        print(json.dumps({"url": server.url, "counts": account.counts()}), flush=True)
+        for line in sys.stdin:
+            command, *args = line.split()
+            if command == "faults":
+                server.set_faults(latency_s=float(args[0]), rate_limit_per_s=float(args[1]) or None,
+                                  error_rate=float(args[2]))
+                print("ok", flush=True)
+            elif command == "mutate":
+                print(len(account.mutate(fraction=float(args[0]), seed=int(args[1]))), flush=True)
+            else:
+                return
+
+
+class Emulator:
+    """The emulator in a process of its own, so its CPU does not compete with the sync's for one GIL."""
+
+    def __init__(self, n_subscriptions: int, seed: int) -> None:
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", str(n_subscriptions), str(seed)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                                     env={**os.environ, "PYTHONPATH": str(ROOT)})
+        hello = json.loads(self.proc.stdout.readline())
+        self.url, self.counts = hello["url"], hello["counts"]
+
+    def command(self, *words: object) -> str:
+        self.proc.stdin.write(" ".join(map(str, words)) + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.flush()
+            self.proc.wait(timeout=30)
+
+
 def run_sync(url: str, path: Path, mode: str, rate: float, concurrency: int):
     con = duckdb.connect(str(path))
     raw.ensure_tables(con)
@@ -111,19 +150,21 @@ RSS_SCRIPT = textwrap.dedent("""
 
 
 def rss_run(lines_wanted: int) -> None:
-    # The seeded accounts carry about 10 invoice lines per subscription.
-    n_subs = max(100, lines_wanted // 10)
-    log(f"building an account with {n_subs} subscriptions for ~{lines_wanted} invoice lines ...")
-    account = build_account(n_subscriptions=n_subs, seed=3)
-    log(f"account: {account.counts()}")
-    with EmulatorServer({KEY: account}, latency_s=0.0, rate_limit_per_s=None, error_rate=0.0) as server, \
-            tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, server.url, str(Path(tmp) / "rss.duckdb")],
-                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                             cwd=ROOT, check=True)
+    # The seeded accounts carry about 1.4 invoice lines per invoice and 12 lines per subscription.
+    n_subs = max(100, lines_wanted // 12)
+    log(f"building an account with {n_subs} subscriptions for ~{lines_wanted:,} invoice lines ...")
+    emulator = Emulator(n_subs, 3)
+    try:
+        log(f"account: {emulator.counts}")
+        with tempfile.TemporaryDirectory() as tmp:
+            out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, emulator.url, str(Path(tmp) / "rss.duckdb")],
+                                 capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                 cwd=ROOT, check=True)
         lines, objs, requests, seconds, maxrss_kb = out.stdout.split()
         log(f"sync of {int(lines):,} invoice lines ({int(objs):,} objects, {requests} requests) in "
             f"{float(seconds):.0f} s: peak RSS of the sync process {int(maxrss_kb) / 1024:.0f} MiB")
+    finally:
+        emulator.close()
 
 
 def main() -> None:
@@ -134,45 +175,61 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--baseline-seconds", type=float, default=20.0)
     parser.add_argument("--rss-lines", type=int, default=0, help="only measure peak RSS for this many lines")
+    parser.add_argument("--serve", nargs=2, type=int, metavar=("SUBSCRIPTIONS", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        serve(*args.serve)
+        return
     if args.rss_lines:
         rss_run(args.rss_lines)
         return
 
     started = time.monotonic()
-    account = build_account(n_subscriptions=args.subscriptions, seed=7)
-    counts = account.counts()
-    log(f"account ({time.monotonic() - started:.1f} s to build): {counts}")
-    with EmulatorServer({KEY: account}, latency_s=0.0, rate_limit_per_s=None, error_rate=0.0) as server, \
-            tempfile.TemporaryDirectory() as tmp:
-        cpu = cpu_per_page(server.url)
-        for kind, (sdk_ms, ours_ms) in cpu.items():
-            log(f"CPU per 100 {kind}: SDK json+StripeObject {sdk_ms:.1f} ms, orjson+Arrow rows {ours_ms:.1f} ms "
-                f"({100 / ours_ms * 1000:,.0f} objects/s per core)")
-        server.set_faults(latency_s=args.latency, rate_limit_per_s=args.rate, error_rate=0.0)
-        log(f"emulator: {args.latency * 1000:.0f} ms latency, {args.rate:.0f} req/s limit")
+    emulator = Emulator(args.subscriptions, 7)
+    try:
+        log(f"account ({time.monotonic() - started:.1f} s to build, served by its own process): {emulator.counts}")
+        bench(emulator, args)
+    finally:
+        emulator.close()
+    log(f"benchmark process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
+
+def bench(emulator: Emulator, args: argparse.Namespace) -> None:
+    url = emulator.url
+    cpu = cpu_per_page(url)
+    for kind, (sdk_ms, ours_ms) in cpu.items():
+        log(f"CPU per 100 {kind}: SDK json+StripeObject {sdk_ms:.1f} ms, orjson+Arrow rows {ours_ms:.1f} ms "
+            f"({100 / ours_ms * 1000:,.0f} {kind}/s per core, embedded lines and items not counted)")
+    emulator.command("faults", args.latency, args.rate, 0.0)
+    log(f"emulator: {args.latency * 1000:.0f} ms latency, {args.rate:.0f} req/s limit")
+
+    with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.duckdb"
-        full, full_s = run_sync(server.url, db, "full", args.rate, args.concurrency)
+        cpu_before = time.process_time()
+        full, full_s = run_sync(url, db, "full", args.rate, args.concurrency)
+        cpu_s = time.process_time() - cpu_before
         req_rate = full.requests / full_s
         obj_rate = full.objects / full_s
         log(f"full sync: {full.objects:,} objects, {full.requests} requests in {full_s:.1f} s "
             f"-> {obj_rate:,.0f} objects/s, {req_rate:.1f} req/s = {100 * req_rate / args.rate:.0f} % of the "
-            f"{args.rate:.0f} req/s ceiling (429 retries {full.retried_429}, 5xx retries {full.retried_5xx})")
+            f"{args.rate:.0f} req/s ceiling (429 retries {full.retried_429}, 5xx retries {full.retried_5xx}); "
+            f"sync CPU {cpu_s:.1f} s = {cpu_s / full_s:.2f} cores")
+        for table, stats in full.tables.items():
+            if stats["rows"]:
+                log(f"  {table}: {stats['rows']:,} rows, last page after {stats['seconds']:.1f} s")
 
-        count, base_s, pages = baseline(server.url, args.baseline_seconds)
+        count, base_s, pages = baseline(url, args.baseline_seconds)
         base_rate = count / base_s
-        log(f"baseline auto_paging_iter over /v1/invoices: {count:,} objects ({pages} pages) in {base_s:.1f} s "
-            f"= {base_rate:,.0f} objects/s; extrapolated to {full.objects:,} objects: "
-            f"{full.objects / base_rate / 60:.1f} min vs {full_s / 60:.1f} min -> {obj_rate / base_rate:.1f}x faster")
+        log(f"baseline auto_paging_iter over /v1/invoices (sequential, stopped after {base_s:.0f} s): {count:,} "
+            f"objects in {pages} pages = {base_rate:,.0f} objects/s; extrapolated to {full.objects:,} objects: "
+            f"{full.objects / base_rate / 60:.1f} min vs {full_s / 60:.1f} min -> {obj_rate / base_rate:.1f}x")
 
-        changed = account.mutate(fraction=0.01, seed=1)
-        inc, inc_s = run_sync(server.url, db, "auto", args.rate, args.concurrency)
-        log(f"incremental ({inc.mode}) after {len(changed)} subscriptions changed (1 %): {inc.requests} requests "
-            f"in {inc_s:.1f} s = {100 * inc.requests / full.requests:.1f} % of the full sync's {full.requests}")
-    log(f"benchmark process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB "
-        f"(emulator included)")
-
+        changed = int(emulator.command("mutate", 0.01, 1))
+        inc, inc_s = run_sync(url, db, "auto", args.rate, args.concurrency)
+        log(f"incremental ({inc.mode}) after {changed} subscriptions changed or created (1 %): {inc.requests} "
+            f"requests in {inc_s:.1f} s = {100 * inc.requests / full.requests:.1f} % of the full sync's "
+            f"{full.requests}; rows upserted: " + ", ".join(
+                f"{t} {s['rows']}" for t, s in inc.tables.items() if s["rows"]))
 
 if __name__ == "__main__":
     main()

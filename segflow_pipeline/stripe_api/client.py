@@ -160,14 +160,19 @@ class StripeReader:
     def http_client(self) -> ReadOnlyHTTPClient:
         return self._client._requestor._client  # type: ignore[attr-defined,return-value]
 
-    def get(self, path: str, params: Mapping[str, Any] | None = None, *, resource: str | None = None) -> dict:
-        """GET `path` (e.g. `/v1/subscriptions`) and return the decoded JSON body, retrying what is transient."""
+    def get(self, path: str, params: Mapping[str, Any] | None = None, *, resource: str | None = None,
+            decode: Callable[[bytes], Any] = orjson.loads) -> Any:
+        """GET `path` (e.g. `/v1/subscriptions`) and return the decoded JSON body, retrying what is transient.
+
+        `decode` turns the raw body into the result (default: orjson into dicts); callers that convert pages
+        straight into columns pass their own, so a page's dicts live only as long as the conversion.
+        """
         attempt = 0
         while True:
             self.rate_limiter.acquire()
             self.stats.add(requests=1)
             try:
-                return self._get_once(path, params)
+                return self._get_once(path, params, decode)
             except stripe.RateLimitError as exc:
                 counter, retry_after = "retried_429", _retry_after(exc)
                 self.rate_limiter.penalize(retry_after or 1.0)
@@ -192,7 +197,7 @@ class StripeReader:
             self.stats.add(**{counter: 1})
             self._sleep(retry_after if retry_after is not None else self._backoff(attempt))
 
-    def _get_once(self, path: str, params: Mapping[str, Any] | None) -> dict:
+    def _get_once(self, path: str, params: Mapping[str, Any] | None, decode: Callable[[bytes], Any]) -> Any:
         """One GET through the SDK's requestor (auth, Stripe-Version, telemetry), the body parsed with orjson.
 
         `raw_request` would also parse the body with the standard library into OrderedDicts, about 3x slower
@@ -205,7 +210,7 @@ class StripeReader:
         )
         if 200 <= code < 300:
             try:
-                return orjson.loads(body)
+                return decode(body)
             except orjson.JSONDecodeError:
                 if isinstance(body, bytes) and body.lstrip().startswith(b"{"):
                     # JSON cut short (a connection dropped mid-body): transient, retried like a network error.

@@ -20,16 +20,17 @@ older ones by id, all concurrently, then upserted with the new cursor in one tra
 from __future__ import annotations
 
 import datetime as dt
+import queue
 import threading
 import time
 import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import duckdb
+import orjson
 import pyarrow as pa
 
 from segflow_pipeline.stripe_api import objects
@@ -135,7 +136,7 @@ def remaining_window(lo: int, last_created: int) -> tuple[int, int]:
 
 
 def split_remaining(lo: int, last_created: int, newest_created: int, parts: int,
-                    pages_per_part: int = 2) -> list[tuple[int, int]]:
+                    pages_per_part: int = 4) -> list[tuple[int, int]]:
     """Split what is left of a window after a page, [lo, last_created + 1), into at most `parts` windows.
 
     Newest first; the first window holds `last_created`, so it goes on with the cursor. Sizes grow geometrically
@@ -181,18 +182,14 @@ class _Task:
 class _Result:
     task: _Task
     rows: objects.Rows
-    pages: int = 1
-    objects: int = 0
     has_more: bool = False
     last_id: str | None = None
     last_created: int | None = None
     newest_created: int | None = None
     children: list[_Task] = field(default_factory=list)
     paged_items: list[str] = field(default_factory=list)
-    deleted: str | None = None     # retrieve: the object is gone
-    missing: str | None = None     # retrieve: 404 on an object that cannot be deleted
+    deleted: str | None = None     # retrieve: the object is gone (404 or `deleted: true`)
     events: list[tuple] = field(default_factory=list)
-    newest_event: tuple[int, str] | None = None
 
 
 def _children(kind: str, page: list, rows: objects.Rows) -> tuple[list[_Task], list[str]]:
@@ -200,35 +197,44 @@ def _children(kind: str, page: list, rows: objects.Rows) -> tuple[list[_Task], l
     bad = {object_id for _, object_id in rows.quarantined_ids}
     tasks: list[_Task] = []
     paged_items: list[str] = []
+    name = {"subscriptions": "items", "invoices": "lines"}.get(kind)
+    if name is None:
+        return tasks, paged_items
     for obj in page:
         if not isinstance(obj, dict) or obj.get("id") in bad:
             continue
+        embedded = obj.get(name)
+        if not isinstance(embedded, dict) or not embedded.get("has_more"):
+            continue
+        data = embedded.get("data")
+        last = data[-1] if isinstance(data, list) and data and isinstance(data[-1], dict) else {}
+        params = {**(ITEMS if kind == "subscriptions" else LINES).params, "limit": PAGE_SIZE}
+        if last.get("id"):
+            params["starting_after"] = last["id"]
         if kind == "subscriptions":
-            embedded = obj.get("items") or {}
-            data = embedded.get("data") or []
-            if embedded.get("has_more") and data:
-                params = {**ITEMS.params, "subscription": obj["id"], "limit": PAGE_SIZE,
-                          "starting_after": data[-1]["id"]}
-                tasks.append(_Task(ITEMS, ITEMS.path, params, context={"subscription": obj["id"]}))
-                paged_items.append(obj["id"])
-        elif kind == "invoices":
-            embedded = obj.get("lines") or {}
-            data = embedded.get("data") or []
-            if embedded.get("has_more") and data:
-                path = LINES.path.format(urllib.parse.quote(obj["id"], safe=""))
-                params = {**LINES.params, "limit": PAGE_SIZE, "starting_after": data[-1]["id"]}
-                customer = objects._id(obj.get("customer"))
-                tasks.append(_Task(LINES, path, params, context={"invoice": obj["id"], "customer": customer}))
+            tasks.append(_Task(ITEMS, ITEMS.path, {**params, "subscription": obj["id"]},
+                               context={"subscription": obj["id"]}))
+            paged_items.append(obj["id"])
+        else:
+            path = LINES.path.format(urllib.parse.quote(obj["id"], safe=""))
+            tasks.append(_Task(LINES, path, params,
+                               context={"invoice": obj["id"], "customer": objects._id(obj.get("customer"))}))
     return tasks, paged_items
 
 
+_FACT_KEYS = ("id", "object", "created", "customer", "subscription", "invoice")
+
+
 def _event_facts(page: list) -> list[tuple]:
-    """(created, id, type, data.object) of each event, for deciding what to read again."""
+    """(created, id, type, the part of data.object that says which object changed) of each event."""
     facts = []
     for event in page:
         if isinstance(event, dict) and isinstance(event.get("data"), dict):
-            facts.append((event.get("created") or 0, event.get("id") or "", event.get("type") or "",
-                          event["data"].get("object")))
+            obj = event["data"].get("object")
+            if isinstance(obj, dict):
+                # Keep only what `changed_objects` reads: 30 days of whole objects would not fit in memory.
+                obj = {key: obj.get(key) for key in _FACT_KEYS}
+            facts.append((event.get("created") or 0, event.get("id") or "", event.get("type") or "", obj))
     return facts
 
 
@@ -242,31 +248,38 @@ class _Engine:
         self.sink = sink
         self.paged_items: list[str] = []
         self.deleted: dict[str, set[str]] = {}
-        self.missing: dict[str, set[str]] = {}
+        self._convert_slots = threading.BoundedSemaphore(2)
+        self.keep_events = True        # a full sync only needs the newest event (its cursor)
         self.events: list[tuple] = []
         self.newest_event: tuple[int, str] | None = None
-        self._local = threading.local()
 
     # -- worker side ------------------------------------------------------------------------------------------
     def _run(self, task: _Task) -> _Result:
+        def decode(body: bytes) -> _Result:
+            # The GIL lets one thread convert at a time anyway; the slots keep other threads from holding
+            # parsed pages (a 100-invoice page is ~15 MB of dicts) while they wait for it.
+            with self._convert_slots:
+                return self._convert(task, orjson.loads(body))
+
+        try:
+            return self.reader.get(task.path, task.params, resource=task.spec.resource, decode=decode)
+        except StripeAPIFailure as exc:
+            if task.retrieve is None or exc.http_status != 404:
+                raise
+            # Deleted prices, products, coupons and draft invoices are gone: 404 resource_missing.
+            return _Result(task, objects.Rows(), deleted=task.retrieve)
+
+    def _convert(self, task: _Task, body: Any) -> _Result:
         spec = task.spec
         if task.retrieve is not None:
-            try:
-                obj = self.reader.get(task.path, task.params, resource=spec.resource)
-            except StripeAPIFailure as exc:
-                if exc.http_status != 404:
-                    raise
-                # Deleted prices, products, coupons and draft invoices are gone: 404 resource_missing.
+            if isinstance(body, dict) and body.get("deleted") is True:
                 return _Result(task, objects.Rows(), deleted=task.retrieve)
-            if isinstance(obj, dict) and obj.get("deleted") is True:
-                return _Result(task, objects.Rows(), deleted=task.retrieve)
-            page, has_more = [obj], False
+            page, has_more = [body], False
         else:
-            body = self.reader.get(task.path, task.params, resource=spec.resource)
-            page = body.get("data") or []
-            has_more = bool(body.get("has_more")) and bool(page)
+            page = body.get("data") or [] if isinstance(body, dict) else []
+            has_more = bool(body.get("has_more")) and bool(page) if isinstance(body, dict) else False
         rows = objects.rows_of(spec.kind, page, self.integration, context=task.context)
-        result = _Result(task, rows, objects=len(page), has_more=has_more)
+        result = _Result(task, rows, has_more=has_more)
         if page:
             last = page[-1] if isinstance(page[-1], dict) else {}
             result.last_id = last.get("id")
@@ -278,30 +291,71 @@ class _Engine:
             result.events = _event_facts(page)
         return result
 
-    # -- coordinator side -------------------------------------------------------------------------------------
     def run(self, tasks: Iterable[_Task]) -> None:
+        """Run `tasks` and everything they lead to; fold results in on this thread (the DuckDB connection's).
+
+        Workers take tasks and queue their follow-ups themselves, so requests keep flowing while this thread
+        writes to DuckDB; the bounded result queue holds them back if writing falls behind (bounded memory).
+        """
         pending: deque[_Task] = deque(tasks)
-        inflight: dict[Future, _Task] = {}
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="stripe-sync") as pool:
-            try:
-                while pending or inflight:
-                    while pending and len(inflight) < self.concurrency:
-                        task = pending.popleft()
-                        inflight[pool.submit(self._run, task)] = task
-                    done, _ = wait(inflight, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        inflight.pop(future)
-                        result = future.result()  # errors (StripeSetupError...) propagate unchanged
-                        self._fold(result)
-                        idle = self.concurrency - len(inflight) - len(pending)
-                        follow = self._follow_ups(result, idle)
-                        # Children first: they finish parents whose rows are already staged.
-                        pending.extendleft(reversed(follow))
-            except BaseException:
-                for future in inflight:
-                    future.cancel()
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+        results: queue.Queue = queue.Queue(maxsize=4 * self.concurrency)
+        ready = threading.Condition()
+        state = {"active": 0, "stop": False}
+
+        def worker() -> None:
+            while True:
+                with ready:
+                    while not pending and not state["stop"]:
+                        if not state["active"]:  # nothing queued and nothing running: all done
+                            ready.notify_all()
+                            return
+                        ready.wait()
+                    if state["stop"]:
+                        return
+                    task = pending.popleft()
+                    state["active"] += 1
+                try:
+                    result = self._run(task)
+                except BaseException as exc:  # errors (StripeSetupError...) reach the caller unchanged
+                    with ready:
+                        state["stop"] = True
+                        state["active"] -= 1
+                        ready.notify_all()
+                    results.put(exc)
+                    return
+                results.put(result)  # before `active` drops, so the coordinator never misses a result
+                with ready:
+                    state["active"] -= 1
+                    idle = self.concurrency - state["active"] - len(pending)
+                    # Children first: they finish parents whose rows are already on their way.
+                    pending.extendleft(reversed(self._follow_ups(result, idle)))
+                    ready.notify_all()
+
+        threads = [threading.Thread(target=worker, name=f"stripe-sync-{i}", daemon=True)
+                   for i in range(self.concurrency)]
+        for thread in threads:
+            thread.start()
+        try:
+            while True:
+                try:
+                    item = results.get(timeout=0.05)
+                except queue.Empty:
+                    if results.empty() and not any(t.is_alive() for t in threads):
+                        break
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                self._fold(item)
+        except BaseException:
+            with ready:
+                state["stop"] = True
+                ready.notify_all()
+            while any(t.is_alive() for t in threads):
+                try:
+                    results.get(timeout=0.05)  # unblock workers handing in a result
+                except queue.Empty:
+                    pass
+            raise
 
     def _fold(self, result: _Result) -> None:
         task = result.task
@@ -310,7 +364,10 @@ class _Engine:
         if result.deleted is not None:
             self.deleted.setdefault(task.spec.kind, set()).add(result.deleted)
         if result.events:
-            self.events.extend(result.events)
+            newest = max((created, event_id) for created, event_id, _, _ in result.events)
+            self.newest_event = max(self.newest_event or newest, newest)
+            if self.keep_events:
+                self.events.extend(result.events)
 
     def _follow_ups(self, result: _Result, idle: int) -> list[_Task]:
         task = result.task
@@ -503,6 +560,28 @@ def changed_objects(events: Iterable[tuple]) -> ChangeSet:
 # Entry point
 
 
+def _pages(count: int) -> int:
+    return -(-count // PAGE_SIZE)
+
+
+def read_plan(ids: dict[str, int | None], since: int, stored: int) -> int | None:
+    """How an incremental sync reads changed objects of one kind again: None = each by id; else list every
+    object created at or after the returned second (100 per request), and the older ones by id.
+
+    Objects created since the last sync are listed when there are a few; when more objects changed than one
+    request in a hundred would list (`stored` objects of the kind are known), everything is listed (from 0).
+    """
+    new = sum(1 for created in ids.values() if created is not None and created >= since)
+    by_id = len(ids)
+    list_new = _pages(new) + (len(ids) - new) if new > 2 else by_id
+    list_all = _pages(stored + new) + 1
+    if list_all < min(by_id, list_new):
+        return 0
+    if list_new < by_id:
+        return since
+    return None
+
+
 def _utc(seconds: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).replace(tzinfo=None)
 
@@ -565,28 +644,30 @@ def _full(reader: StripeReader, con: duckdb.DuckDBPyConnection, integration: str
     raw.clear_staging(con, integration)
     sink = _StagingSink(con, progress, started)
     engine = _Engine(reader, integration, concurrency, sink)
+    engine.keep_events = False
     hi = int(started_wall) + CLOCK_SKEW_S
     # Stripe drops events older than 30 days itself; a day more tolerates clocks that disagree.
     events_lo = int(started_wall) - EVENT_RETENTION_S - CLOCK_SKEW_S
     tasks = [engine._window(spec, 0, hi, None) for spec in LISTS]
     tasks.append(engine._window(EVENTS, events_lo, hi, None))
-    engine.run(tasks)
-    sink.flush()
-    for spec in (*LISTS, EVENTS):
-        sink.report_progress(spec.kind)
-    raw.fill_subscription_periods(con, raw.STAGING, integration, engine.paged_items)
-    newest = max(((c, i) for c, i, _, _ in engine.events), default=None)
+    with raw.bulk_loading(con):
+        engine.run(tasks)
+        sink.flush()
+        for spec in (*LISTS, EVENTS):
+            sink.report_progress(spec.kind)
+        raw.fill_subscription_periods(con, raw.STAGING, integration, engine.paged_items)
+        newest = engine.newest_event
+        state = raw.SyncState(
+            integration=integration,
+            last_event_id=newest[1] if newest else None,
+            # Without events yet, start the next incremental a little before this sync started.
+            last_event_created=_utc(newest[0]) if newest else _utc(started_wall - 300),
+            last_full_sync_at=_utc(started_wall), last_sync_at=_utc(started_wall), last_mode="full",
+        )
+        raw.swap_full(con, integration, state)
     warnings: list[str] = []
     if not sink.rows.get("subscriptions") and not sink.quarantined.get("subscriptions"):
         warnings.append(empty_account_warning(reader.key_info))
-    state = raw.SyncState(
-        integration=integration,
-        last_event_id=newest[1] if newest else None,
-        # Without events yet, start the next incremental a little before this sync started.
-        last_event_created=_utc(newest[0]) if newest else _utc(started_wall - 300),
-        last_full_sync_at=_utc(started_wall), last_sync_at=_utc(started_wall), last_mode="full",
-    )
-    raw.swap_full(con, integration, state)
     return sink, warnings
 
 
@@ -607,18 +688,17 @@ def _incremental(reader: StripeReader, con: duckdb.DuckDBPyConnection, integrati
 
     tasks: list[_Task] = []
     listed: dict[str, int] = {}
+    stored = raw.table_counts(con, integration)
     for kind, ids in changes.reread.items():
         spec = BY_KIND[kind]
-        new = [created for created in ids.values() if created is not None and created >= since]
-        if len(new) > 2:
-            # Objects created since the last sync: one windowed list reads them 100 per request.
-            listed[kind] = min(new)
-            tasks.append(engine._window(spec, min(new), hi, None))
+        plan = read_plan(ids, since, stored.get(kind, 0))
+        if plan is not None:
+            listed[kind] = plan
+            tasks.append(engine._window(spec, plan, hi, None))
         for object_id, created in ids.items():
-            if kind in listed and created is not None and created >= listed[kind]:
-                continue
-            tasks.append(_Task(spec, spec.retrieve_path(object_id), dict(spec.retrieve_params),
-                               retrieve=object_id))
+            if plan is None or created is None or created < plan:
+                tasks.append(_Task(spec, spec.retrieve_path(object_id), dict(spec.retrieve_params),
+                                   retrieve=object_id))
     engine.run(tasks)
 
     warnings: list[str] = []
@@ -639,7 +719,7 @@ def _incremental(reader: StripeReader, con: duckdb.DuckDBPyConnection, integrati
         if kind in raw.DELETABLE:
             # A deleted object is flagged on the row we have; its last known fields stay.
             reread.get(kind, set()).difference_update(ids)
-    newest = max(((c, i) for c, i, _, _ in engine.events), default=None)
+    newest = engine.newest_event
     if newest is not None and newest[0] >= since:
         cursor_id, cursor_created = newest[1], _utc(newest[0])
     else:

@@ -13,8 +13,9 @@ rows first, so leftovers of a killed run are never published.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import duckdb
@@ -124,9 +125,25 @@ def clear_staging(con: duckdb.DuckDBPyConnection, integration: str) -> None:
         raise
 
 
+@contextlib.contextmanager
+def bulk_loading(con: duckdb.DuckDBPyConnection, wal_limit: str = "256MB") -> Iterator[None]:
+    """Settings for loading a large sync, restored after: fewer checkpoints (DuckDB checkpoints whenever its WAL
+    passes 16 MB, which stalls appends of a large sync for most of a second) and no insertion order."""
+    previous = con.execute("select current_setting('checkpoint_threshold'), "
+                           "current_setting('preserve_insertion_order')").fetchone()
+    con.execute("set checkpoint_threshold = ?", [wal_limit])
+    # Row order means nothing in these tables; keeping it makes large INSERT ... SELECTs hold more in memory.
+    con.execute("set preserve_insertion_order = false")
+    try:
+        yield
+    finally:
+        con.execute("set checkpoint_threshold = ?", [previous[0]])
+        con.execute("set preserve_insertion_order = ?", [previous[1]])
+
+
 def append_staging(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table | Sequence[pa.Table]) -> int:
     """Append Arrow rows (one table or several with the table's schema) to `stripe_staging.<table>`."""
-    batch = data if isinstance(data, pa.Table) else pa.concat_tables(list(data))
+    batch = data if isinstance(data, pa.Table) else pa.concat_tables(list(data), memory_pool=pa.system_memory_pool())
     if batch.num_rows:
         _insert(con, f"{STAGING}.{table}", batch)
     return batch.num_rows
@@ -177,6 +194,21 @@ def _pk_match(table: str, alias_a: str, alias_b: str) -> str:
     return " and ".join(f'{alias_a}."{c}" = {alias_b}."{c}"' for c in PRIMARY_KEYS[table])
 
 
+def _drop_staged_duplicates(con: duckdb.DuckDBPyConnection, table: str, integration: str) -> None:
+    """Keep one staged row per primary key. Looks at key columns only (a window over whole rows, `raw`
+    included, needs memory in proportion to the table); the delete only runs when there is a duplicate."""
+    if table == "quarantine":
+        return
+    keys = ", ".join(f'"{c}"' for c in PRIMARY_KEYS[table])
+    staged = f"{STAGING}.{table}"
+    duplicated = con.execute(f"select count(*) from (select 1 from {staged} where integration = ? "
+                             f"group by {keys} having count(*) > 1)", [integration]).fetchone()[0]
+    if duplicated:
+        con.execute(f"delete from {staged} where integration = ? and rowid not in "
+                    f"(select min(rowid) from {staged} where integration = ? group by {keys})",
+                    [integration, integration])
+
+
 def _once_per_key(table: str) -> str:
     """QUALIFY clause keeping one row per primary key (quarantine rows without an object id are all kept)."""
     keys = ", ".join(f'"{c}"' for c in PRIMARY_KEYS[table])
@@ -215,9 +247,10 @@ def swap_full(con: duckdb.DuckDBPyConnection, integration: str, state: SyncState
                 where o.integration = ? and not exists (
                     select 1 from {STAGING}.events s where s.integration = ? and s.id = o.id)""", params)
         for table in TABLES:
+            _drop_staged_duplicates(con, table, integration)
             con.execute(f"delete from {SCHEMA}.{table} where integration = ?", [integration])
             con.execute(f"insert into {SCHEMA}.{table} by name select * from {STAGING}.{table} "
-                        f"where integration = ? {_once_per_key(table)}", [integration])
+                        f"where integration = ?", [integration])
             con.execute(f"delete from {STAGING}.{table} where integration = ?", [integration])
         _write_state(con, state)
         con.execute("commit")

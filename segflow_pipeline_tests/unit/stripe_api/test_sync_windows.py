@@ -8,6 +8,7 @@ import datetime as dt
 import threading
 import time
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -56,7 +57,10 @@ class ListSource:
         self.in_flight = 0
         self.max_in_flight = 0
 
-    def get(self, path, params=None, *, resource=None):
+    def get(self, path, params=None, *, resource=None, decode=orjson.loads):
+        return decode(orjson.dumps(self.answer(path, params)))
+
+    def answer(self, path, params):
         params = dict(params or {})
         with self.lock:
             self.calls.append(params)
@@ -196,3 +200,14 @@ def test_incremental_without_a_usable_cursor_says_what_to_do(days):
 def test_any_distribution_pages_exactly_once(offsets):
     created = [1_700_000_000 + o for o in offsets]
     assert sorted(page_all(ListSource(created), 8)) == sorted(f"cus_{i:06d}" for i in range(len(created)))
+
+
+@pytest.mark.parametrize("ids, stored, expected", [
+    pytest.param({"sub_1": 5, "sub_2": None}, 10_000, None, id="few-changes-by-id"),
+    pytest.param({f"in_{i}": 1_000 + i for i in range(50)}, 10_000, 1_000, id="new-objects-listed"),
+    pytest.param({**{f"in_{i}": 1_000 + i for i in range(50)}, "in_old": 10}, 10_000, 1_000,
+                 id="new-listed-old-by-id"),
+    pytest.param({f"cus_{i}": 10 for i in range(300)}, 20_000, 0, id="more-changed-than-a-full-list-costs"),
+])
+def test_read_plan(ids, stored, expected):
+    assert sync.read_plan(ids, since=1_000, stored=stored) == expected

@@ -70,12 +70,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return cmd_demo(args.subscriptions)
-    except (StripeSetupError, config.ConfigError) as exc:
+    except (StripeSetupError, config.ConfigError, _api_failure()) as exc:
         print(f"segflow: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     return 1
+
+
+def _api_failure() -> type[Exception]:
+    """Stripe failing after every retry (an outage, STRIPE_API_BASE pointing at a web page): one readable line too.
+    Imported only once an error is being handled, so commands that never reach Stripe start without the SDK."""
+    from segflow_pipeline.stripe_api.client import StripeAPIFailure
+
+    return StripeAPIFailure
 
 
 def _integration(name: str | None, key_env: str | None = None) -> config.Integration:

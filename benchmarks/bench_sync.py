@@ -143,7 +143,7 @@ RSS_SCRIPT = textwrap.dedent("""
     raw.ensure_tables(con)
     started = time.monotonic()
     report = sync_account(StripeReader("sk_test_sandbox_full", api_base=url, max_requests_per_second=100000),
-                          con, mode="full", concurrency=8)
+                          con, mode="full")
     print(report.tables["invoice_lines"]["rows"], report.objects, report.requests, time.monotonic() - started,
           resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """)

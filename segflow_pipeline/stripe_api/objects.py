@@ -60,7 +60,8 @@ class Rows:
 # Small readers. Expandable fields come as an id string or as the expanded object.
 
 
-def _id(value: Any) -> str | None:
+def id_of(value: Any) -> str | None:
+    """The id of an expandable field: an id string as is, an expanded object's `id`."""
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, dict):
@@ -122,8 +123,8 @@ def _coupon_of(discount: dict) -> str | None:
     # Current versions: discount.source = {"type": "coupon", "coupon": id|object}; older: discount.coupon = object.
     source = discount.get("source")
     if isinstance(source, dict) and source.get("coupon") is not None:
-        return _id(source["coupon"])
-    return _id(discount.get("coupon"))
+        return id_of(source["coupon"])
+    return id_of(discount.get("coupon"))
 
 
 def _discount_row(discount: dict, scope: str, target: str, *, customer: Any = None, subscription: str | None = None,
@@ -135,9 +136,9 @@ def _discount_row(discount: dict, scope: str, target: str, *, customer: Any = No
         discount_id = f"{scope}:{target}:{coupon}"
     return (
         discount_id, scope, target,
-        _id(discount.get("customer")) or _id(customer),
-        _id(discount.get("subscription")) or subscription,
-        _id(discount.get("subscription_item")) or subscription_item,
+        id_of(discount.get("customer")) or id_of(customer),
+        id_of(discount.get("subscription")) or subscription,
+        id_of(discount.get("subscription_item")) or subscription_item,
         coupon, discount.get("start"), discount.get("end"),
     )
 
@@ -223,7 +224,7 @@ def _price(obj: Any, ctx: dict) -> Emit:
         transform = _dict(obj.get("transform_quantity"), "transform_quantity")
         unit_amount, unit_decimal, kind = obj.get("unit_amount"), obj.get("unit_amount_decimal"), obj.get("type")
     rows: Emit = [("prices", (
-        pid, obj.get("created"), _id(obj.get("product")), obj.get("currency"), obj.get("active"), kind,
+        pid, obj.get("created"), id_of(obj.get("product")), obj.get("currency"), obj.get("active"), kind,
         obj.get("billing_scheme"), obj.get("tiers_mode"), unit_amount, _dec(unit_decimal),
         recurring.get("interval"), recurring.get("interval_count"), recurring.get("usage_type"),
         transform.get("divide_by"), transform.get("round"), obj.get("nickname"), obj.get("deleted", False),
@@ -246,8 +247,8 @@ def _coupon(obj: Any, ctx: dict) -> Emit:
 
 def _item(obj: Any, subscription: str | None) -> Emit:
     iid = _required_id(obj)
-    sub = _id(obj.get("subscription")) or subscription
-    price = _id(obj.get("price")) or _id(obj.get("plan"))
+    sub = id_of(obj.get("subscription")) or subscription
+    price = id_of(obj.get("price")) or id_of(obj.get("plan"))
     rows: Emit = [("subscription_items", (
         iid, sub, price, obj.get("quantity"), obj.get("created"),
         obj.get("current_period_start"), obj.get("current_period_end"), _raw(obj),
@@ -291,7 +292,7 @@ def _subscription(obj: Any, ctx: dict) -> Emit:
         raise ObjectError("items: current_period_start/end must be integers") from None
     pause = _dict(obj.get("pause_collection"), "pause_collection")
     rows.insert(0, ("subscriptions", (
-        sid, _id(obj.get("customer")), obj.get("status"), currency, obj.get("created"),
+        sid, id_of(obj.get("customer")), obj.get("status"), currency, obj.get("created"),
         obj.get("start_date"), obj.get("trial_start"), obj.get("trial_end"),
         obj.get("cancel_at"), obj.get("cancel_at_period_end"), obj.get("canceled_at"), obj.get("ended_at"),
         period_start, period_end, pause.get("behavior"), obj.get("livemode"), _raw(obj),
@@ -314,22 +315,22 @@ def _line(obj: Any, invoice: str | None, customer: str | None) -> Row:
                            else "invoice_item_details" if details else None)
         line_type = {"subscription_item_details": "subscription", "invoice_item_details": "invoiceitem"}.get(
             parent_type, parent_type)
-        subscription = _id(details.get("subscription"))
-        subscription_item = _id(details.get("subscription_item"))
+        subscription = id_of(details.get("subscription"))
+        subscription_item = id_of(details.get("subscription_item"))
         proration = details.get("proration")
         pricing = _dict(obj.get("pricing"), "pricing")
-        price = _id(_dict(pricing.get("price_details"), "pricing.price_details").get("price"))
+        price = id_of(_dict(pricing.get("price_details"), "pricing.price_details").get("price"))
         if price is None:
-            price = _id(obj.get("price")) or _id(obj.get("plan"))
+            price = id_of(obj.get("price")) or id_of(obj.get("plan"))
     else:
         line_type = obj.get("type")
-        subscription = _id(obj.get("subscription"))
-        subscription_item = _id(obj.get("subscription_item"))
+        subscription = id_of(obj.get("subscription"))
+        subscription_item = id_of(obj.get("subscription_item"))
         proration = obj.get("proration")
-        price = _id(obj.get("price")) or _id(obj.get("plan"))
+        price = id_of(obj.get("price")) or id_of(obj.get("plan"))
     period = _dict(obj.get("period"), "period")
     return (
-        lid, _id(obj.get("invoice")) or invoice, customer, line_type, subscription, subscription_item, price,
+        lid, id_of(obj.get("invoice")) or invoice, customer, line_type, subscription, subscription_item, price,
         obj.get("quantity"), obj.get("amount"), obj.get("currency"), period.get("start"), period.get("end"),
         proration, _raw(obj),
     )
@@ -341,17 +342,17 @@ def _invoice_line(obj: Any, ctx: dict) -> Emit:
 
 def invoice_subscription(obj: dict) -> str | None:
     """The subscription an invoice bills: `invoice.subscription` (old) or its parent's subscription_details."""
-    subscription = _id(obj.get("subscription"))
+    subscription = id_of(obj.get("subscription"))
     if subscription is None:
         parent = _dict(obj.get("parent"), "parent")
-        subscription = _id(_dict(parent.get("subscription_details"), "parent.subscription_details")
+        subscription = id_of(_dict(parent.get("subscription_details"), "parent.subscription_details")
                            .get("subscription"))
     return subscription
 
 
 def _invoice(obj: Any, ctx: dict) -> Emit:
     iid = _required_id(obj)
-    customer = _id(obj.get("customer"))
+    customer = id_of(obj.get("customer"))
     transitions = _dict(obj.get("status_transitions"), "status_transitions")
     rows: Emit = [("invoices", (
         iid, customer, invoice_subscription(obj), obj.get("status"), obj.get("currency"), obj.get("created"),
@@ -372,7 +373,7 @@ def _event(obj: Any, ctx: dict) -> Emit:
     previous = data.get("previous_attributes")
     return [("events", (
         eid, obj.get("type"), obj.get("created"), obj.get("api_version"),
-        inner.get("object") if inner else None, _id(inner.get("id")) if inner else None,
+        inner.get("object") if inner else None, id_of(inner.get("id")) if inner else None,
         None if previous is None else orjson.dumps(previous),
         None if inner is None else orjson.dumps(inner),
     ))]
@@ -573,7 +574,3 @@ def invoice_line_rows(lines: Iterable[Any], integration: str, invoice: str, cust
 
 def event_rows(events: Iterable[Any], integration: str) -> Rows:
     return rows_of("events", events, integration)
-
-
-def empty_table(table: str) -> pa.Table:
-    return TABLES[table].empty_table()

@@ -219,7 +219,7 @@ def _children(kind: str, page: list, rows: objects.Rows) -> tuple[list[_Task], l
         else:
             path = LINES.path.format(urllib.parse.quote(obj["id"], safe=""))
             tasks.append(_Task(LINES, path, params,
-                               context={"invoice": obj["id"], "customer": objects._id(obj.get("customer"))}))
+                               context={"invoice": obj["id"], "customer": objects.id_of(obj.get("customer"))}))
     return tasks, paged_items
 
 
@@ -532,22 +532,22 @@ def changed_objects(events: Iterable[tuple]) -> ChangeSet:
             changes.mark("subscriptions", object_id, created)
         elif kind_of_event.startswith("customer.discount."):
             if obj.get("subscription"):
-                changes.mark("subscriptions", objects._id(obj.get("subscription")))
+                changes.mark("subscriptions", objects.id_of(obj.get("subscription")))
             elif obj.get("customer"):
-                changes.mark("customers", objects._id(obj.get("customer")))
+                changes.mark("customers", objects.id_of(obj.get("customer")))
         elif kind_of_event in ("customer.created", "customer.updated"):
             changes.mark("customers", object_id, created)
         elif prefix == "customer" and obj.get("customer"):
-            changes.mark("customers", objects._id(obj.get("customer")))  # customer.source.*, customer.tax_id.*
+            changes.mark("customers", objects.id_of(obj.get("customer")))  # customer.source.*, customer.tax_id.*
         elif prefix == "invoice":
             changes.mark("invoices", object_id, created)
             if kind_of_event in ("invoice.created", "invoice.finalized") and obj.get("customer"):
                 # Numbering an invoice moves its customer's next_invoice_sequence, and Stripe sends no
                 # customer.updated for that: read the customer again too.
-                changes.mark("customers", objects._id(obj.get("customer")))
+                changes.mark("customers", objects.id_of(obj.get("customer")))
         elif prefix == "invoiceitem":
             if obj.get("invoice"):
-                changes.mark("invoices", objects._id(obj.get("invoice")))
+                changes.mark("invoices", objects.id_of(obj.get("invoice")))
         elif prefix in ("price", "plan"):
             changes.mark("prices", object_id, created)
         elif prefix == "product":

@@ -15,8 +15,10 @@ from segflow_pipeline.transform import mrr, schemas
 from segflow_pipeline.warehouse import tables as wh
 
 MRR_DAILY = dg.AssetKey(["metrics", "mrr_daily"])
+# `invoices` tells paid invoices from failed ones: an unpaid subscription without its status event stops counting at
+# the end of the last *paid* period (MRR_SPEC.md section 2), never at the end of the invoice it failed to pay.
 INPUT_TABLES = ("subscriptions", "subscription_items", "prices", "price_tiers", "coupons", "discounts", "customers",
-                "invoice_lines", "events")
+                "invoice_lines", "events", "invoices")
 CHECKS = ("matches_schema", "movements_reconcile", "one_row_per_day", "matches_live_subscriptions")
 
 

@@ -20,6 +20,11 @@ older ones by id, all concurrently, then upserted with the new cursor in one tra
 from __future__ import annotations
 
 import datetime as dt
+import os
+import pickle
+import struct
+import subprocess
+import sys
 import queue
 import threading
 import time
@@ -54,6 +59,10 @@ PROGRESS_EVERY_S = 2.0
 CLOCK_SKEW_S = 86400
 # At most this many windows from one split; more come from splitting those windows later.
 MAX_SPLIT = 8
+# A full sync that reaches this many pages starts the row-building helper process.
+OFFLOAD_AFTER_PAGES = 50
+# Helper processes started then; a page finding both busy is converted in its own thread instead of waiting.
+HELPERS = 2
 
 
 @dataclass(frozen=True)
@@ -193,50 +202,86 @@ class _Result:
     events: list[tuple] = field(default_factory=list)
 
 
-def _children(kind: str, page: list, rows: objects.Rows) -> tuple[list[_Task], list[str]]:
-    """Tasks paging what the objects of `page` did not embed: items past a subscription's, lines past 10."""
-    bad = {object_id for _, object_id in rows.quarantined_ids}
+def _children(kind: str, page: objects.Page) -> tuple[list[_Task], list[str]]:
+    """Tasks paging what the page's objects did not embed: items past a subscription's, lines past 10."""
     tasks: list[_Task] = []
     paged_items: list[str] = []
-    name = {"subscriptions": "items", "invoices": "lines"}.get(kind)
-    if name is None:
-        return tasks, paged_items
-    for obj in page:
-        if not isinstance(obj, dict) or obj.get("id") in bad:
-            continue
-        embedded = obj.get(name)
-        if not isinstance(embedded, dict) or not embedded.get("has_more"):
-            continue
-        data = embedded.get("data")
-        last = data[-1] if isinstance(data, list) and data and isinstance(data[-1], dict) else {}
-        params = {**(ITEMS if kind == "subscriptions" else LINES).params, "limit": PAGE_SIZE}
-        if last.get("id"):
-            params["starting_after"] = last["id"]
+    for parent, last_child, customer in page.truncated:
+        params: dict[str, Any] = {"limit": PAGE_SIZE}
+        if last_child:
+            params["starting_after"] = last_child
         if kind == "subscriptions":
-            tasks.append(_Task(ITEMS, ITEMS.path, {**params, "subscription": obj["id"]},
-                               context={"subscription": obj["id"]}))
-            paged_items.append(obj["id"])
+            tasks.append(_Task(ITEMS, ITEMS.path, {**ITEMS.params, **params, "subscription": parent},
+                               context={"subscription": parent}))
+            paged_items.append(parent)
         else:
-            path = LINES.path.format(urllib.parse.quote(obj["id"], safe=""))
-            tasks.append(_Task(LINES, path, params,
-                               context={"invoice": obj["id"], "customer": objects.id_of(obj.get("customer"))}))
+            path = LINES.path.format(urllib.parse.quote(parent, safe=""))
+            tasks.append(_Task(LINES, path, {**LINES.params, **params},
+                               context={"invoice": parent, "customer": customer}))
     return tasks, paged_items
 
 
-_FACT_KEYS = ("id", "object", "created", "customer", "subscription", "invoice")
+class _ConversionProcess:
+    """A child Python that turns response bodies into rows (`objects.page_rows`) on another core.
+
+    Parsing and row building hold the GIL for ~6 ms per 100-invoice page; at Stripe's 100 req/s that is a whole
+    core the HTTP threads would have to share. The child gets (kind, body, ...) and answers a pickled Page over
+    its pipes; it exits when the parent's end closes (also when the parent is killed).
+    """
+
+    def __init__(self) -> None:
+        code = "from segflow_pipeline.stripe_api.sync import serve_conversions; serve_conversions()"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env=env)
+        self.lock = threading.Lock()
+
+    def try_convert(self, kind: str, body: bytes, integration: str, context: dict,
+                    single: bool) -> objects.Page | None:
+        """The page's rows, or None at once if the helper is busy with another page."""
+        if not self.lock.acquire(blocking=False):
+            return None
+        try:
+            payload = pickle.dumps((kind, body, integration, context, single), protocol=pickle.HIGHEST_PROTOCOL)
+            stdin, stdout = self.proc.stdin, self.proc.stdout
+            assert stdin is not None and stdout is not None
+            stdin.write(struct.pack("<Q", len(payload)) + payload)
+            stdin.flush()
+            header = stdout.read(8)
+            if len(header) < 8:
+                raise OSError("the row-building process ended")
+            answer = stdout.read(struct.unpack("<Q", header)[0])
+        finally:
+            self.lock.release()
+        status, value = pickle.loads(answer)
+        if status != "ok":
+            raise RuntimeError(value)
+        return value
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
 
 
-def _event_facts(page: list) -> list[tuple]:
-    """(created, id, type, the part of data.object that says which object changed) of each event."""
-    facts = []
-    for event in page:
-        if isinstance(event, dict) and isinstance(event.get("data"), dict):
-            obj = event["data"].get("object")
-            if isinstance(obj, dict):
-                # Keep only what `changed_objects` reads: 30 days of whole objects would not fit in memory.
-                obj = {key: obj.get(key) for key in _FACT_KEYS}
-            facts.append((event.get("created") or 0, event.get("id") or "", event.get("type") or "", obj))
-    return facts
+def serve_conversions() -> None:
+    """The child's loop (see `_ConversionProcess`): length-prefixed pickles in on stdin, out on stdout."""
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        header = stdin.read(8)
+        if len(header) < 8:
+            return
+        kind, body, integration, context, single = pickle.loads(stdin.read(struct.unpack("<Q", header)[0]))
+        try:
+            answer: tuple = ("ok", objects.page_rows(kind, body, integration, context, single=single))
+        except Exception as exc:  # answered, so the parent converts this page itself and says why
+            answer = ("error", f"{exc.__class__.__name__}: {exc}")
+        data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+        stdout.write(struct.pack("<Q", len(data)) + data)
+        stdout.flush()
 
 
 class _Engine:
@@ -250,47 +295,65 @@ class _Engine:
         self.paged_items: list[str] = []
         self.deleted: dict[str, set[str]] = {}
         self._convert_slots = threading.BoundedSemaphore(2)
+        # Large syncs build rows in a helper process (second core); small ones never start it.
+        self.offload = False
+        self._converters: list[_ConversionProcess] = []
+        self._pages = 0
+        self.notes: list[str] = []
         self.keep_events = True        # a full sync only needs the newest event (its cursor)
         self.events: list[tuple] = []
         self.newest_event: tuple[int, str] | None = None
 
     # -- worker side ------------------------------------------------------------------------------------------
     def _run(self, task: _Task) -> _Result:
-        def decode(body: bytes) -> _Result:
-            # The GIL lets one thread convert at a time anyway; the slots keep other threads from holding
-            # parsed pages (a 100-invoice page is ~15 MB of dicts) while they wait for it.
-            with self._convert_slots:
-                return self._convert(task, orjson.loads(body))
+        single = task.retrieve is not None
+
+        def decode(body: bytes) -> objects.Page:
+            return self._page(task, body, single)
 
         try:
-            return self.reader.get(task.path, task.params, resource=task.spec.resource, decode=decode)
+            page = self.reader.get(task.path, task.params, resource=task.spec.resource, decode=decode)
         except StripeAPIFailure as exc:
-            if task.retrieve is None or exc.http_status != 404:
+            if not single or exc.http_status != 404:
                 raise
             # Deleted prices, products, coupons and draft invoices are gone: 404 resource_missing.
             return _Result(task, objects.Rows(), deleted=task.retrieve)
+        if page.deleted:
+            return _Result(task, objects.Rows(), deleted=task.retrieve)
+        children, paged_items = _children(task.spec.kind, page)
+        return _Result(task, page.rows, has_more=page.has_more, last_id=page.last_id,
+                       last_created=page.last_created, newest_created=page.newest_created, children=children,
+                       paged_items=paged_items, events=page.events)
 
-    def _convert(self, task: _Task, body: Any) -> _Result:
-        spec = task.spec
-        if task.retrieve is not None:
-            if isinstance(body, dict) and body.get("deleted") is True:
-                return _Result(task, objects.Rows(), deleted=task.retrieve)
-            page, has_more = [body], False
-        else:
-            page = body.get("data") or [] if isinstance(body, dict) else []
-            has_more = bool(body.get("has_more")) and bool(page) if isinstance(body, dict) else False
-        rows = objects.rows_of(spec.kind, page, self.integration, context=task.context)
-        result = _Result(task, rows, has_more=has_more)
-        if page:
-            last = page[-1] if isinstance(page[-1], dict) else {}
-            result.last_id = last.get("id")
-            result.last_created = last.get("created") if isinstance(last.get("created"), int) else None
-            first = page[0] if isinstance(page[0], dict) else {}
-            result.newest_created = first.get("created") if isinstance(first.get("created"), int) else None
-        result.children, result.paged_items = _children(spec.kind, page, rows)
-        if spec.kind == "events":
-            result.events = _event_facts(page)
-        return result
+    def _page(self, task: _Task, body: bytes, single: bool) -> objects.Page:
+        self._pages += 1
+        if self.offload and self._pages == OFFLOAD_AFTER_PAGES:
+            threading.Thread(target=self._start_converter, daemon=True).start()
+        for converter in list(self._converters):
+            try:
+                page = converter.try_convert(task.spec.kind, body, self.integration, task.context, single)
+            except (OSError, RuntimeError, EOFError, pickle.PickleError) as exc:
+                self._converters.remove(converter)
+                self.notes.append(f"a row-building helper process failed ({exc}); its pages were built here")
+                continue
+            if page is not None:
+                return page
+        # The GIL lets one thread convert at a time anyway; the slots keep other threads from holding parsed
+        # pages (a 100-invoice page is ~15 MB of dicts) while they wait for it.
+        with self._convert_slots:
+            return objects.page_rows(task.spec.kind, body, self.integration, task.context, single=single)
+
+    def _start_converter(self) -> None:
+        try:
+            for _ in range(HELPERS):
+                self._converters.append(_ConversionProcess())
+        except OSError as exc:
+            self.notes.append(f"rows were built in the sync process: no helper process ({exc})")
+
+    def close(self) -> None:
+        converters, self._converters = self._converters, []
+        for converter in converters:
+            converter.close()
 
     def run(self, tasks: Iterable[_Task]) -> None:
         """Run `tasks` and everything they lead to; fold results in on this thread (the DuckDB connection's).
@@ -646,13 +709,17 @@ def _full(reader: StripeReader, con: duckdb.DuckDBPyConnection, integration: str
     sink = _StagingSink(con, progress, started)
     engine = _Engine(reader, integration, concurrency, sink)
     engine.keep_events = False
+    engine.offload = True
     hi = int(started_wall) + CLOCK_SKEW_S
     # Stripe drops events older than 30 days itself; a day more tolerates clocks that disagree.
     events_lo = int(started_wall) - EVENT_RETENTION_S - CLOCK_SKEW_S
     tasks = [engine._window(spec, 0, hi, None) for spec in LISTS]
     tasks.append(engine._window(EVENTS, events_lo, hi, None))
     with raw.bulk_loading(con):
-        engine.run(tasks)
+        try:
+            engine.run(tasks)
+        finally:
+            engine.close()
         sink.flush()
         for spec in (*LISTS, EVENTS):
             sink.report_progress(spec.kind)
@@ -666,7 +733,7 @@ def _full(reader: StripeReader, con: duckdb.DuckDBPyConnection, integration: str
             last_full_sync_at=_utc(started_wall), last_sync_at=_utc(started_wall), last_mode="full",
         )
         raw.swap_full(con, integration, state)
-    warnings: list[str] = []
+    warnings: list[str] = list(engine.notes)
     if not sink.rows.get("subscriptions") and not sink.quarantined.get("subscriptions"):
         warnings.append(empty_account_warning(reader.key_info))
     return sink, warnings

@@ -211,3 +211,22 @@ def test_any_distribution_pages_exactly_once(offsets):
 ])
 def test_read_plan(ids, stored, expected):
     assert sync.read_plan(ids, since=1_000, stored=stored) == expected
+
+
+def test_helper_process_builds_the_same_rows():
+    body = orjson.dumps({"object": "list", "has_more": True, "data": [
+        {"id": "cus_2", "object": "customer", "created": 20, "email": "b@x"},
+        {"id": "cus_1", "object": "customer", "created": 10, "discount": {"id": "di_1", "source": {"coupon": "C"}}},
+        {"id": 7},
+    ]})
+    helper = sync._ConversionProcess()
+    try:
+        page = helper.try_convert("customers", body, "acme", {}, False)
+    finally:
+        helper.close()
+    here = sync.objects.page_rows("customers", body, "acme", {})
+    assert page is not None and helper.proc.returncode == 0
+    assert (page.has_more, page.last_id, page.last_created, page.newest_created) == (True, "cus_1", 10, 20)
+    for table in ("customers", "discounts"):
+        assert page.rows.tables[table].equals(here.rows.tables[table])
+    assert page.rows.quarantined_ids == here.rows.quarantined_ids == [("customer", None)]

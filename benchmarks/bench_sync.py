@@ -11,6 +11,8 @@ Figures:
 - incremental after 1 % of subscriptions changed: its requests as % of the full sync's;
 - CPU per 100-object page: SDK parsing into StripeObjects vs orjson + Arrow rows (what the sync does);
 - with --rss-lines: peak RSS of a sync process (no latency, no limit) over an account with that many lines.
+The emulator serves from a process of its own, on the same machine: its CPU and any other load count against the
+sync, so the load average is printed with the figures.
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ RSS_SCRIPT = textwrap.dedent("""
     report = sync_account(StripeReader("sk_test_sandbox_full", api_base=url, max_requests_per_second=100000),
                           con, mode="full")
     print(report.tables["invoice_lines"]["rows"], report.objects, report.requests, time.monotonic() - started,
-          resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+          resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """)
 
 
@@ -160,9 +162,10 @@ def rss_run(lines_wanted: int) -> None:
             out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, emulator.url, str(Path(tmp) / "rss.duckdb")],
                                  capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
                                  cwd=ROOT, check=True)
-        lines, objs, requests, seconds, maxrss_kb = out.stdout.split()
+        lines, objs, requests, seconds, maxrss_kb, helper_kb = out.stdout.split()
         log(f"sync of {int(lines):,} invoice lines ({int(objs):,} objects, {requests} requests) in "
-            f"{float(seconds):.0f} s: peak RSS of the sync process {int(maxrss_kb) / 1024:.0f} MiB")
+            f"{float(seconds):.0f} s (DuckDB memory_limit 1GB): peak RSS of the sync process "
+            f"{int(maxrss_kb) / 1024:.0f} MiB, of its largest row-building helper {int(helper_kb) / 1024:.0f} MiB")
     finally:
         emulator.close()
 
@@ -184,6 +187,7 @@ def main() -> None:
         rss_run(args.rss_lines)
         return
 
+    log(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     started = time.monotonic()
     emulator = Emulator(args.subscriptions, 7)
     try:
@@ -191,7 +195,8 @@ def main() -> None:
         bench(emulator, args)
     finally:
         emulator.close()
-    log(f"benchmark process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    log(f"benchmark process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; "
+        f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 def bench(emulator: Emulator, args: argparse.Namespace) -> None:

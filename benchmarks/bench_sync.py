@@ -162,7 +162,7 @@ def rss_run(lines_wanted: int) -> None:
             out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, emulator.url, str(Path(tmp) / "rss.duckdb")],
                                  capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
                                  cwd=ROOT, check=True)
-        lines, objs, requests, seconds, maxrss_kb, helper_kb = out.stdout.split()
+        lines, objs, requests, seconds, maxrss_kb, helper_kb = out.stdout.strip().splitlines()[-1].split()
         log(f"sync of {int(lines):,} invoice lines ({int(objs):,} objects, {requests} requests) in "
             f"{float(seconds):.0f} s (DuckDB memory_limit 1GB): peak RSS of the sync process "
             f"{int(maxrss_kb) / 1024:.0f} MiB, of its largest row-building helper {int(helper_kb) / 1024:.0f} MiB")

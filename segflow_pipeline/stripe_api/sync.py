@@ -654,21 +654,29 @@ def _epoch(value: dt.datetime) -> int:
     return int(value.replace(tzinfo=dt.timezone.utc).timestamp())
 
 
-def choose_mode(mode: Mode, state: raw.SyncState | None, now: float) -> Literal["full", "incremental"]:
-    """`auto`: incremental from the stored cursor, full on first run or when events since may have expired."""
+def choose_mode(mode: Mode, state: raw.SyncState | None, now: float,
+                source: str | None = None) -> Literal["full", "incremental"]:
+    """`auto`: incremental from the stored cursor, full on first run, when events since may have expired, or
+    when the cursor came from another account or key (`source`, see `raw.SyncState`)."""
     fresh = (state is not None and state.last_sync_at is not None and state.last_event_created is not None
-             and now - _epoch(state.last_sync_at) < EVENT_RETENTION_S - RETENTION_MARGIN_S)
+             and now - _epoch(state.last_sync_at) < EVENT_RETENTION_S - RETENTION_MARGIN_S
+             and (source is None or state.source == source))
     if mode == "full":
         return "full"
     if mode == "incremental":
         if not fresh:
             raise ValueError(
-                "An incremental sync needs a previous sync of this integration less than 30 days ago (Stripe keeps "
-                "events for 30 days); run a full sync (mode='full' or 'auto') first.")
+                "An incremental sync needs a previous sync of this integration with the same key less than 30 "
+                "days ago (Stripe keeps events for 30 days); run a full sync (mode='full' or 'auto') first.")
         return "incremental"
     if mode != "auto":
         raise ValueError(f"mode must be 'auto', 'full' or 'incremental', not {mode!r}")
     return "incremental" if fresh else "full"
+
+
+def source_of(reader: StripeReader) -> str:
+    """The account a reader reads, as stored with the cursor: key mode and masked key (never the key)."""
+    return f"{reader.key_info.mode}:{reader.key_info.masked}"
 
 
 def sync_account(reader: StripeReader, con: duckdb.DuckDBPyConnection, integration: str = "default",
@@ -681,7 +689,8 @@ def sync_account(reader: StripeReader, con: duckdb.DuckDBPyConnection, integrati
     started_wall = time.time()
     started = time.monotonic()
     before = reader.stats.as_dict()
-    chosen = choose_mode(mode, raw.read_state(con, integration), started_wall)
+    source = source_of(reader)
+    chosen = choose_mode(mode, raw.read_state(con, integration), started_wall, source)
     if chosen == "full":
         sink, warnings = _full(reader, con, integration, progress, concurrency, started_wall, started)
     else:
@@ -731,6 +740,7 @@ def _full(reader: StripeReader, con: duckdb.DuckDBPyConnection, integration: str
             # Without events yet, start the next incremental a little before this sync started.
             last_event_created=_utc(newest[0]) if newest else _utc(started_wall - 300),
             last_full_sync_at=_utc(started_wall), last_sync_at=_utc(started_wall), last_mode="full",
+            source=source_of(reader),
         )
         raw.swap_full(con, integration, state)
     warnings: list[str] = list(engine.notes)
@@ -795,6 +805,7 @@ def _incremental(reader: StripeReader, con: duckdb.DuckDBPyConnection, integrati
     new_state = raw.SyncState(
         integration=integration, last_event_id=cursor_id, last_event_created=cursor_created,
         last_full_sync_at=state.last_full_sync_at, last_sync_at=_utc(started_wall), last_mode="incremental",
+        source=state.source,
     )
     raw.apply_changes(con, integration, raw.Changes(
         rows=sink.tables, reread={k: sorted(v) for k, v in reread.items()},

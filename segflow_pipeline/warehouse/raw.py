@@ -62,7 +62,11 @@ def create_table_sql(schema_name: str, table: str) -> str:
 
 @dataclass(frozen=True)
 class SyncState:
-    """Where the last successful sync of an integration left off."""
+    """Where the last successful sync of an integration left off, and which account it read.
+
+    `source` names the account without the key: the key's mode and its masked form (`sk_test_…abcd`, as shown
+    in the dashboard). A cursor of one account must never drive an incremental sync of another.
+    """
 
     integration: str
     last_event_id: str | None
@@ -70,6 +74,12 @@ class SyncState:
     last_full_sync_at: dt.datetime | None
     last_sync_at: dt.datetime | None
     last_mode: str | None
+    source: str | None = None
+
+
+STATE_COLUMNS = (("integration", "VARCHAR"), ("last_event_id", "VARCHAR"), ("last_event_created", "TIMESTAMP"),
+                 ("last_full_sync_at", "TIMESTAMP"), ("last_sync_at", "TIMESTAMP"), ("last_mode", "VARCHAR"),
+                 ("source", "VARCHAR"))
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -89,11 +99,14 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
                 for f in schema:
                     if f.name not in existing:
                         con.execute(f'alter table {schema_name}.{table} add column "{f.name}" {duckdb_type(f.type)}')
-        con.execute(
-            f"create table if not exists {STATE_TABLE} ("
-            "integration VARCHAR, last_event_id VARCHAR, last_event_created TIMESTAMP, "
-            "last_full_sync_at TIMESTAMP, last_sync_at TIMESTAMP, last_mode VARCHAR)"
-        )
+        con.execute(f"create table if not exists {STATE_TABLE} ("
+                    + ", ".join(f"{name} {kind}" for name, kind in STATE_COLUMNS) + ")")
+        existing = {row[0] for row in con.execute(
+            "select column_name from information_schema.columns where table_schema = ? and table_name = ?",
+            [SCHEMA, "sync_state"]).fetchall()}
+        for name, kind in STATE_COLUMNS:
+            if name not in existing:
+                con.execute(f"alter table {STATE_TABLE} add column {name} {kind}")
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
@@ -101,9 +114,8 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def read_state(con: duckdb.DuckDBPyConnection, integration: str) -> SyncState | None:
-    row = con.execute(
-        f"select integration, last_event_id, last_event_created, last_full_sync_at, last_sync_at, last_mode "
-        f"from {STATE_TABLE} where integration = ?", [integration]).fetchone()
+    columns = ", ".join(name for name, _ in STATE_COLUMNS)
+    row = con.execute(f"select {columns} from {STATE_TABLE} where integration = ?", [integration]).fetchone()
     return SyncState(*row) if row else None
 
 
@@ -219,11 +231,10 @@ def _once_per_key(table: str) -> str:
 
 def _write_state(con: duckdb.DuckDBPyConnection, state: SyncState) -> None:
     con.execute(f"delete from {STATE_TABLE} where integration = ?", [state.integration])
-    con.execute(
-        f"insert into {STATE_TABLE} values (?, ?, ?, ?, ?, ?)",
-        [state.integration, state.last_event_id, state.last_event_created, state.last_full_sync_at,
-         state.last_sync_at, state.last_mode],
-    )
+    columns = ", ".join(name for name, _ in STATE_COLUMNS)
+    con.execute(f"insert into {STATE_TABLE} ({columns}) values (?, ?, ?, ?, ?, ?, ?)",
+                [state.integration, state.last_event_id, state.last_event_created, state.last_full_sync_at,
+                 state.last_sync_at, state.last_mode, state.source])
 
 
 def swap_full(con: duckdb.DuckDBPyConnection, integration: str, state: SyncState) -> None:

@@ -272,3 +272,17 @@ def test_invalid_key_propagates_setup_error(tmp_path, server):
     con = connect(tmp_path / "badkey.duckdb")
     with pytest.raises(StripeSetupError, match="invalid, expired or was revoked"):
         sync_account(new_reader(server.url, "sk_test_not_a_sandbox_key"), con, mode="full")
+
+
+def test_switching_keys_makes_the_next_auto_sync_full(tmp_path, account, full_db):
+    empty = build_account(n_subscriptions=0, seed=8, now=account.now, livemode=True)
+    live = "sk_live_sandbox_empty"
+    with emulator.EmulatorServer({KEY: account, live: empty}, latency_s=0.0, rate_limit_per_s=None,
+                                 error_rate=0.0) as srv:
+        con = connect(tmp_path / "switch.duckdb")
+        first = sync_account(new_reader(srv.url, live), con, mode="auto")
+        assert first.mode == "full" and any("sees no subscriptions" in w for w in first.warnings)
+        second = sync_account(new_reader(srv.url, KEY), con, mode="auto")  # the user fixed the key
+        assert second.mode == "full"
+        assert_same_tables(snapshot(con), snapshot(full_db[0]))
+        assert sync_account(new_reader(srv.url, KEY), con, mode="auto").mode == "incremental"

@@ -230,3 +230,13 @@ def test_helper_process_builds_the_same_rows():
     for table in ("customers", "discounts"):
         assert page.rows.tables[table].equals(here.rows.tables[table])
     assert page.rows.quarantined_ids == here.rows.quarantined_ids == [("customer", None)]
+
+
+def test_a_cursor_of_another_key_never_drives_an_incremental_sync():
+    now = 1_800_000_000.0
+    stored = SyncState(*state(1, now).__dict__.values())
+    stored = SyncState(**{**stored.__dict__, "source": "live:sk_live_…aaaa"})
+    assert sync.choose_mode("auto", stored, now, "live:sk_live_…aaaa") == "incremental"
+    assert sync.choose_mode("auto", stored, now, "test:sk_test_…bbbb") == "full"
+    with pytest.raises(ValueError, match="same key"):
+        sync.choose_mode("incremental", stored, now, "test:sk_test_…bbbb")

@@ -181,7 +181,10 @@ PLACES = {"usd": [("US", "San Francisco"), ("US", "Austin"), ("US", "New York"),
 # Subscription families: (currency, interval, interval_count) and their share of new subscriptions.
 FAMILIES = [(("usd", "month", 1), 48), (("usd", "year", 1), 12), (("usd", "month", 3), 2), (("usd", "week", 1), 1),
             (("eur", "month", 1), 15), (("eur", "year", 1), 6), (("jpy", "month", 1), 11), (("jpy", "year", 1), 5)]
-OUTCOMES = [("active", 60), ("canceled_now", 8), ("canceled_end", 9), ("cancel_pending", 4), ("past_due", 4),
+# Final statuses and their shares. A pending cancellation was requested during the current period, so its share is
+# about one period's worth of the cancellations at period end spread over the whole history (a larger share piles
+# churn into the most recent month, which real accounts do not show).
+OUTCOMES = [("active", 60), ("canceled_now", 8), ("canceled_end", 12), ("cancel_pending", 1), ("past_due", 4),
             ("unpaid", 2), ("incomplete", 1), ("incomplete_expired", 2), ("paused", 2)]
 
 
@@ -1386,6 +1389,11 @@ class _Generator:
                 if outcome == "unpaid":
                     while k_fail > 0 and clock.boundary(k_fail) + 15 * DAY > now:
                         k_fail -= 1
+                    # Stripe leaves a subscription unpaid once its payment retries are exhausted, so the failed
+                    # renewal may lie in any period of its life, not only in the latest one.
+                    first_charge = 0 if sub.trial_end is not None else 1
+                    if k_fail > first_charge:
+                        k_fail = rng.randint(first_charge, k_fail)
                 b = clock.boundary(k_fail)
                 if b + 3600 <= now and (k_fail > 0 or sub.trial_end is not None or b > start):
                     transitions.append((b + 3600, 3, "past_due", k_fail))

@@ -267,7 +267,10 @@ class ApiVisibleHistory(HistoryTruth):
        items take over. (Pending invoice items are listed by /v1/invoiceitems, which the sync does not read.)
     B. A subscription-level discount that is no longer listed (a `repeating` coupon that ended, a `once` coupon
        removed after its invoice): while it ran, it kept the customer's discount off the subscription, but the
-       API no longer shows it, so the customer's forever discount seems to apply from the start.
+       API no longer shows it, so the customer's forever discount seems to apply from the start. (Inside the
+       event window the events' `data.object.discounts` would still show it; the transform does not read them,
+       and the sandbox emits no event when a repeating discount ends. The test's account has no such case in
+       the window.)
     C. The moment a subscription became unpaid, when the event is older than the window: the spec's fallback is
        the end of the period of its last paid invoice's subscription lines (Stripe retries for days after that,
        during which the subscription is past_due and still counts).
@@ -298,9 +301,10 @@ class ApiVisibleHistory(HistoryTruth):
                 for iid in set(old) | set(new):
                     if old.get(iid) == new.get(iid):
                         continue
-                    # hidden until the window shows it, or until this item's next change dates itself
+                    # hidden until the window shows it, or until a later change of this item is dated
                     until = next((v.t for v in sub.versions[k + 1:]
-                                  if {it.id: it for it in v.items}.get(iid) != new.get(iid)), visible)
+                                  if (v.t in dated or v.t >= self.window_start)
+                                  and {it.id: it for it in v.items}.get(iid) != new.get(iid)), visible)
                     hidden.append((after.t, min(until, visible), iid, old.get(iid)))
             if hidden:
                 self.hidden_changes[sub.idx] = sorted(hidden, key=lambda h: h[0], reverse=True)

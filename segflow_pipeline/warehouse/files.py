@@ -88,6 +88,10 @@ def publish(published: Path, integrations: list[str], *, timeout_s: float = 600.
     tmp.unlink(missing_ok=True)
     counts: dict[str, int] = {}
     with file_lock(state_dir(published) / "publish.lock", timeout_s=timeout_s, what="publishing"):
+        # Only the holder of this lock writes a temporary file: any other one is what a publish killed half way
+        # (kill -9, a lost machine) left behind, and nothing else would ever remove it.
+        for stale in published.parent.glob(f".{published.name}.tmp-*"):
+            stale.unlink(missing_ok=True)
         with contextlib.ExitStack() as stack:
             for name in integrations:
                 path = working_path(published, name)

@@ -20,6 +20,7 @@ def test_assets_groups_and_keys():
     graph = defs.resolve_asset_graph()
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
     expected = {**{f"stripe/{t}": "extract" for t in RAW}, "metrics/mrr_daily": "metrics",
+                "metrics/mrr_customer_movements": "metrics",
                 **{f"marts/{m}": "marts" for m in MARTS}, "marts/mrr_report": "marts",
                 "publish/segflow_duckdb": "publish"}
     assert groups == expected

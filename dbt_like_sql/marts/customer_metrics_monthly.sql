@@ -12,11 +12,10 @@
 -- paying_customers       customers with MRR > 0 at the end of the month (metrics.mrr_daily).
 -- mrr                    MRR at the end of the month.
 -- arpa                   average revenue per account: mrr / paying_customers, rounded to 0.01.
--- customers_at_start     customers with a counting subscription in this currency at the start of the month.
--- customers_churned      of those, the ones with none at the end of the month. Both come from
---                        marts.subscription_periods (subscription dates): metrics.mrr_daily has no customer-level
---                        history, so they can differ slightly from paying_customers of the month before.
---                        A customer who leaves and comes back within the month is not churned.
+-- customers_at_start     customers with MRR > 0 at the start of the month (= paying_customers of the month before).
+-- customers_churned      of those, the ones with MRR 0 at the end of the month (metrics.mrr_customer_movements,
+--                        the customer rows behind metrics.mrr_daily's movements). A customer who leaves and comes
+--                        back within the month is not churned.
 -- logo_churn_rate        customers_churned / customers_at_start.
 -- revenue_churn_rate     gross MRR churn: (churned_mrr + contraction_mrr) / starting_mrr (marts.mrr_bridge_monthly).
 -- net_revenue_retention  MRR kept and grown from the customers of the start of the month, reactivations included:
@@ -27,47 +26,39 @@ with months as (
         integration,
         currency,
         month,
-        month::timestamp as month_start,
-        least(month + interval 1 month, $as_of) as month_end
+        (month - interval 1 day)::date as start_day,
+        as_of_date as end_day
     from marts.mrr_monthly
 ),
 
-periods as (
-    select integration, currency, customer, counts_from, counts_until
-    from marts.subscription_periods
-    where counts_from is not null
+customers as (
+    select distinct integration, currency, customer
+    from metrics.mrr_customer_movements
 ),
 
-customers_at_start as (
-    select m.integration, m.currency, m.month, p.customer
+customer_months as (
+    -- each customer's MRR at the start and at the end of each month: its latest change on or before that day
+    select m.integration, m.currency, m.month, c.customer, s.mrr as start_mrr, e.mrr as end_mrr
     from months as m
-    join periods as p
-        on p.integration = m.integration and p.currency = m.currency
-        and p.counts_from <= m.month_start and (p.counts_until is null or p.counts_until > m.month_start)
-    group by m.integration, m.currency, m.month, p.customer
-),
-
-customers_at_end as (
-    select m.integration, m.currency, m.month, p.customer
-    from months as m
-    join periods as p
-        on p.integration = m.integration and p.currency = m.currency
-        and p.counts_from <= m.month_end and (p.counts_until is null or p.counts_until > m.month_end)
-    group by m.integration, m.currency, m.month, p.customer
+    join customers as c
+        on c.integration = m.integration and c.currency = m.currency
+    asof left join metrics.mrr_customer_movements as s
+        on s.integration = c.integration and s.currency = c.currency and s.customer = c.customer
+        and m.start_day >= s.date
+    asof left join metrics.mrr_customer_movements as e
+        on e.integration = c.integration and e.currency = c.currency and e.customer = c.customer
+        and m.end_day >= e.date
 ),
 
 churn as (
     select
-        s.integration,
-        s.currency,
-        s.month,
-        count(*) as customers_at_start,
-        count(*) filter (where e.customer is null) as customers_churned
-    from customers_at_start as s
-    left join customers_at_end as e
-        on e.integration = s.integration and e.currency = s.currency and e.month = s.month
-        and e.customer = s.customer
-    group by s.integration, s.currency, s.month
+        integration,
+        currency,
+        month,
+        count(*) filter (where start_mrr > 0) as customers_at_start,
+        count(*) filter (where start_mrr > 0 and coalesce(end_mrr, 0) = 0) as customers_churned
+    from customer_months
+    group by integration, currency, month
 )
 
 select

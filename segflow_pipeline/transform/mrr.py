@@ -78,6 +78,14 @@ DAILY_SCHEMA: dict[str, pl.DataType] = {
 }
 
 # unusable_rows: input rows the transform leaves out, one reason each (also what `stripe.quarantine` holds).
+# metrics.mrr_customer_movements: one row per customer, currency and day its (rounded) MRR changed.
+CUSTOMER_MOVEMENT_SCHEMA: dict[str, pl.DataType] = {
+    "integration": pl.Utf8, "currency": pl.Utf8, "customer": pl.Utf8, "date": pl.Date,
+    "previous_mrr": pl.Decimal(18, 2), "mrr": pl.Decimal(18, 2),
+    "movement": pl.Utf8,  # new | expansion | reactivation | contraction | churned
+    "amount": pl.Decimal(18, 2),  # positive, as in metrics.mrr_daily
+}
+
 UNUSABLE_SCHEMA: dict[str, pl.DataType] = {
     "integration": pl.Utf8(),
     "object_type": pl.Utf8(),
@@ -598,6 +606,20 @@ def _customer_changes(intervals: pl.DataFrame, today: dt.date) -> pl.DataFrame:
         pl.when((cents == 0) & (prev > 0)).then(prev).otherwise(0).alias("churned_mrr"),
         ((cents > 0).cast(pl.Int64) - (prev > 0).cast(pl.Int64)).alias("paying_change"),
     )
+
+
+def customer_movements(intervals: pl.DataFrame, today: dt.date) -> pl.DataFrame:
+    """metrics.mrr_customer_movements (CUSTOMER_MOVEMENT_SCHEMA): the customer-level rows behind the movements
+    of `daily_mrr` (their amounts sum to its columns per day), for logo churn and drill-downs in BI."""
+    changes = _customer_changes(intervals, today).filter(pl.col("change") != 0)
+    movement = pl.coalesce(*[pl.when(pl.col(m) != 0).then(pl.lit(m.removesuffix("_mrr"))) for m in MOVEMENTS])
+    return changes.select(
+        "integration", "currency", "customer", "date",
+        money.cents_to_decimal(pl.col("prev")).alias("previous_mrr"),
+        money.cents_to_decimal(pl.col("cents")).alias("mrr"),
+        movement.alias("movement"),
+        money.cents_to_decimal(pl.sum_horizontal(*MOVEMENTS)).alias("amount"),
+    ).sort("integration", "currency", "customer", "date").cast(CUSTOMER_MOVEMENT_SCHEMA)
 
 
 def daily_mrr(intervals: pl.DataFrame, today: dt.date) -> pl.DataFrame:

@@ -109,3 +109,36 @@ def test_schedule_asks_for_one_run_a_day():
     requests = list(schedule.evaluate_tick(context).run_requests)
     assert [r.run_key for r in requests] == ["2026-11-26"]
     assert requests[0].tags["segflow/integration"] == "default"
+
+
+def test_customer_movements_explain_the_daily_series(first_run):
+    _, published = first_run
+    con = duckdb.connect(str(published), read_only=True)
+    try:
+        off = con.execute("""
+            with per_day as (
+                select integration, currency, date,
+                       sum(amount) filter (where movement = 'new') as new_mrr,
+                       sum(amount) filter (where movement = 'churned') as churned_mrr,
+                       sum(amount) filter (where movement = 'expansion') as expansion_mrr,
+                       count(*) filter (where movement in ('new', 'reactivation'))
+                       - count(*) filter (where movement = 'churned') as paying_change
+                from metrics.mrr_customer_movements group by all)
+            , daily as (
+                select *, paying_customers - coalesce(lag(paying_customers) over (
+                    partition by integration, currency order by date), 0) as paying_delta
+                from metrics.mrr_daily)
+            select count(*) from daily d left join per_day p using (integration, currency, date)
+            where coalesce(p.new_mrr, 0) <> d.new_mrr or coalesce(p.churned_mrr, 0) <> d.churned_mrr
+               or coalesce(p.expansion_mrr, 0) <> d.expansion_mrr or d.paying_delta <> coalesce(p.paying_change, 0)
+            """).fetchone()[0]
+        logo = con.execute("""
+            select count(*) from (
+                select customers_at_start, lag(paying_customers) over (partition by integration, currency
+                                                                        order by month) as paying_before
+                from marts.customer_metrics_monthly)
+            where paying_before is not null and customers_at_start <> paying_before""").fetchone()[0]
+    finally:
+        con.close()
+    assert off == 0
+    assert logo == 0

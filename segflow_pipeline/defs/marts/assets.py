@@ -24,6 +24,7 @@ from segflow_pipeline.warehouse.sql_models import SqlModel, TableRef
 # Asset key = where the table lives (STYLE.md), so upstream tables map to their assets' keys directly.
 UPSTREAM: dict[TableRef, dg.AssetKey] = {
     TableRef("metrics", "mrr_daily"): dg.AssetKey(["metrics", "mrr_daily"]),
+    TableRef("metrics", "mrr_customer_movements"): dg.AssetKey(["metrics", "mrr_customer_movements"]),
     **{TableRef("stripe", table): dg.AssetKey(["stripe", table]) for table in TABLES},
 }
 

@@ -15,6 +15,7 @@ from segflow_pipeline.transform import mrr, schemas
 from segflow_pipeline.warehouse import tables as wh
 
 MRR_DAILY = dg.AssetKey(["metrics", "mrr_daily"])
+CUSTOMER_MOVEMENTS = dg.AssetKey(["metrics", "mrr_customer_movements"])
 # `invoices` tells paid invoices from failed ones: an unpaid subscription without its status event stops counting at
 # the end of the last *paid* period (MRR_SPEC.md section 2), never at the end of the invoice it failed to pay.
 INPUT_TABLES = ("subscriptions", "subscription_items", "prices", "price_tiers", "coupons", "discounts", "customers",
@@ -29,18 +30,24 @@ class MrrConfig(dg.Config):
     discounts: str = ""  # forever (Stripe's default) | all | none
 
 
-@dg.asset(
-    key=MRR_DAILY,
-    group_name="metrics",
-    kinds={"polars", "duckdb"},
-    deps=[RAW_KEYS[t] for t in INPUT_TABLES],
-    partitions_def=PARTITIONS,
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(MRR_DAILY, group_name="metrics", kinds={"polars", "duckdb"},
+                     deps=[RAW_KEYS[t] for t in INPUT_TABLES],
+                     freshness_policy=dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=26)),
+                     description="Daily MRR per currency with new, expansion, contraction, churned and reactivation "
+                                 "movements, as Stripe's Billing analytics defines them (MRR_SPEC.md)."),
+        dg.AssetSpec(CUSTOMER_MOVEMENTS, group_name="metrics", kinds={"polars", "duckdb"},
+                     deps=[RAW_KEYS[t] for t in INPUT_TABLES],
+                     description="The customer-level rows behind each day's movements: who was new, expanded, "
+                                 "contracted, churned or came back, and by how much."),
+    ],
     check_specs=[dg.AssetCheckSpec(name, asset=MRR_DAILY, blocking=True) for name in CHECKS],
-    freshness_policy=dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=26)),
+    partitions_def=PARTITIONS,
 )
 def mrr_daily(context: dg.AssetExecutionContext, config: MrrConfig, duckdb: WarehouseResource):
-    """Daily MRR per currency with new, expansion, contraction, churned and reactivation movements, as Stripe's
-    Billing analytics defines them. Every check runs before anything is written: a failure keeps the last table."""
+    """Daily MRR and its customer movements. Every check runs before anything is written: a failure keeps the
+    last tables."""
     integration = integration_of(context)
     options = MrrOptions.from_mapping({k: v for k, v in {"churn_recognition": config.churn_recognition,
                                                          "discounts": config.discounts}.items() if v}
@@ -55,13 +62,14 @@ def mrr_daily(context: dg.AssetExecutionContext, config: MrrConfig, duckdb: Ware
         unusable = mrr.unusable_rows(inputs)
         intervals = mrr.subscription_mrr_intervals(inputs, options=options, as_of=now)
         frame = mrr.daily_mrr(intervals, today=today)
+        movements = mrr.customer_movements(intervals, today)
         failures = {
             "matches_schema": schemas.failure_cases(schemas.MrrDaily, frame),
             "movements_reconcile": mrr.movement_breaks(frame),
             "one_row_per_day": mrr.gap_rows(frame),
             "matches_live_subscriptions": mrr.live_mrr_mismatches(frame, intervals, today),
         }
-        results = [dg.AssetCheckResult(check_name=name, passed=bad.height == 0,
+        results = [dg.AssetCheckResult(asset_key=MRR_DAILY, check_name=name, passed=bad.height == 0,
                                        metadata=failure_metadata(bad) if bad.height else {"failing_rows": 0})
                    for name, bad in failures.items()]
         failed = [name for name, bad in failures.items() if bad.height]
@@ -72,13 +80,17 @@ def mrr_daily(context: dg.AssetExecutionContext, config: MrrConfig, duckdb: Ware
                 f"metrics.mrr_daily for '{integration.name}' fails {', '.join(failed)}; nothing was written and the "
                 "published table is unchanged. See the check results for the offending rows.")
         wh.replace_rows(con, "metrics", "mrr_daily", frame, integration.name)
+        wh.replace_rows(con, "metrics", "mrr_customer_movements", movements, integration.name)
         wh.replace_rows(con, "metrics", "mrr_snapshots", mrr.snapshot_rows(intervals, day=today), integration.name,
                         where={"date": today})
         wh.replace_rows(con, "metrics", "mrr_unusable_rows", unusable.with_columns(
             pl.lit(integration.name).alias("integration")), integration.name)
     if unusable.height:
         context.log.warning(f"{unusable.height} Stripe rows could not be used for MRR (see metrics.mrr_unusable_rows)")
-    yield dg.MaterializeResult(metadata=mrr_metadata(frame, today, unusable.height), check_results=results)
+    yield dg.MaterializeResult(asset_key=MRR_DAILY, metadata=mrr_metadata(frame, today, unusable.height),
+                               check_results=results)
+    yield dg.MaterializeResult(asset_key=CUSTOMER_MOVEMENTS, metadata={
+        "dagster/row_count": movements.height, "last_changes": preview(movements.sort("date", descending=True), 15)})
 
 
 def mrr_metadata(frame: pl.DataFrame, today: dt.date, unusable: int) -> dict:

@@ -165,7 +165,7 @@ def test_parameters_for_binds_only_what_the_sql_uses() -> None:
 
 def test_the_project_models_parse_and_read_known_tables() -> None:
     models = sm.load_models()
-    known = sm.known_tables({"stripe": TABLES, "metrics": ["mrr_daily"]})
+    known = sm.known_tables({"stripe": TABLES, "metrics": ["mrr_daily", "mrr_customer_movements"]})
     sm.check_refs(models, known)
     names = [m.name for m in models]
     assert {"mrr_monthly", "mrr_bridge_monthly", "mrr_by_product", "customer_metrics_monthly",
@@ -196,6 +196,13 @@ USD_CHANGES = {
 PAYING_USD = {dt.date(2025, 1, 30): 1, dt.date(2025, 1, 31): 2, dt.date(2025, 2, 20): 1, dt.date(2025, 2, 25): 2,
               dt.date(2025, 3, 3): 3}
 MOVEMENTS = ("new_mrr", "expansion_mrr", "reactivation_mrr", "contraction_mrr", "churned_mrr")
+# The customer rows behind the story (metrics.mrr_customer_movements): customer, currency, day, before, after, kind.
+CUSTOMER_MOVES = [
+    ("cus_a", "usd", "2025-01-30", "0", "100", "new"), ("cus_a", "usd", "2025-02-10", "100", "130", "expansion"),
+    ("cus_b", "usd", "2025-01-31", "0", "50", "new"), ("cus_b", "usd", "2025-02-15", "50", "30", "contraction"),
+    ("cus_b", "usd", "2025-02-20", "30", "0", "churned"), ("cus_b", "usd", "2025-03-03", "0", "30", "reactivation"),
+    ("cus_c", "usd", "2025-02-25", "0", "70", "new"), ("cus_f", "eur", "2025-03-01", "0", "40", "new"),
+]
 
 
 def daily_rows(integration: str, currency: str, first: dt.date, changes: dict, paying: dict) -> list[dict]:
@@ -292,6 +299,13 @@ def seed(con: duckdb.DuckDBPyConnection, integration: str) -> None:
                     "?::decimal(18,2) as contraction_mrr, ?::decimal(18,2) as churned_mrr)",
                     [[r[c] for c in ("integration", "date", "currency", "mrr", "arr", "active_subscriptions",
                                      "paying_customers", *MOVEMENTS)] for r in rows])
+    con.execute("""create table metrics.mrr_customer_movements (integration varchar, currency varchar,
+        customer varchar, date date, previous_mrr decimal(18,2), mrr decimal(18,2), movement varchar,
+        amount decimal(18,2))""")
+    con.executemany("insert into metrics.mrr_customer_movements values (?, ?, ?, ?, ?, ?, ?, abs(?::decimal(18,2) - ?))",
+                    [[integration, cur, cus, day, before, after, kind, after, before]
+                     for cus, cur, day, before, after, kind in CUSTOMER_MOVES]
+                    + [["other", "usd", "cus_x", "2025-01-01", "0", "999", "new", "999", "0"]])
     con.executemany("insert into stripe.subscriptions (integration, id, customer, status, currency, start_date, "
                     "trial_start, trial_end, cancel_at_period_end, canceled_at, ended_at, current_period_start) "
                     "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -360,8 +374,8 @@ def test_customer_metrics_monthly(warehouse: duckdb.DuckDBPyConnection) -> None:
         (dt.date(2025, 1, 1), 2, D("150.00"), D("75.00"), 0, 0),
         # A and B pay on Feb 1; B has left by Mar 1 (C joined in February and is not counted)
         (dt.date(2025, 2, 1), 2, D("200.00"), D("100.00"), 2, 1),
-        # A and C pay on Mar 1 and still do now; sub_m (cancellation requested Mar 4) started in February
-        (dt.date(2025, 3, 1), 3, D("230.00"), D("76.67"), 3, 1),
+        # A and C pay at the start of March (= February's paying customers) and still do now
+        (dt.date(2025, 3, 1), 3, D("230.00"), D("76.67"), 2, 0),
     ]
     jan, feb, mar = metrics.iter_rows(named=True)
     assert jan["logo_churn_rate"] is None and jan["net_revenue_retention"] is None
@@ -369,7 +383,7 @@ def test_customer_metrics_monthly(warehouse: duckdb.DuckDBPyConnection) -> None:
     assert feb["revenue_churn_rate"] == pytest.approx(round((30 + 20) / 150, 4))
     # (150 start + 30 expansion + 0 reactivation - 20 contraction - 30 churned) / 150 = 130 / 150
     assert feb["net_revenue_retention"] == pytest.approx(0.8667)
-    assert mar["logo_churn_rate"] == pytest.approx(0.3333)
+    assert mar["logo_churn_rate"] == 0
     assert mar["net_revenue_retention"] == pytest.approx(1.15)  # (200 + 30 reactivation) / 200
 
 

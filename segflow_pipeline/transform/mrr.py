@@ -77,7 +77,6 @@ DAILY_SCHEMA: dict[str, pl.DataType] = {
     **{name: pl.Decimal(18, 2) for name in MOVEMENTS},
 }
 
-# unusable_rows: input rows the transform leaves out, one reason each (also what `stripe.quarantine` holds).
 # metrics.mrr_customer_movements: one row per customer, currency and day its (rounded) MRR changed.
 CUSTOMER_MOVEMENT_SCHEMA: dict[str, pl.DataType] = {
     "integration": pl.Utf8, "currency": pl.Utf8, "customer": pl.Utf8, "date": pl.Date,
@@ -86,6 +85,7 @@ CUSTOMER_MOVEMENT_SCHEMA: dict[str, pl.DataType] = {
     "amount": pl.Decimal(18, 2),  # positive, as in metrics.mrr_daily
 }
 
+# unusable_rows: input rows the transform leaves out, one reason each (also what `stripe.quarantine` holds).
 UNUSABLE_SCHEMA: dict[str, pl.DataType] = {
     "integration": pl.Utf8(),
     "object_type": pl.Utf8(),

@@ -133,22 +133,8 @@ def _conform(frame: pl.DataFrame | None, schema: dict[str, pl.DataType]) -> pl.D
     )
 
 
-@dataclass(frozen=True)
-class _Tables:
-    subscriptions: pl.DataFrame
-    subscription_items: pl.DataFrame
-    prices: pl.DataFrame
-    price_tiers: pl.DataFrame
-    coupons: pl.DataFrame
-    discounts: pl.DataFrame
-    customers: pl.DataFrame
-    invoice_lines: pl.DataFrame
-    events: pl.DataFrame
-    snapshots: pl.DataFrame
-    invoices: pl.DataFrame | None
-
-
-def _tables(inputs: MrrInputs) -> _Tables:
+def _tables(inputs: MrrInputs) -> MrrInputs:
+    """The inputs with exactly the columns and types the transform reads (missing columns null)."""
     conformed = {}
     for f in fields(MrrInputs):
         frame = getattr(inputs, f.name)
@@ -158,7 +144,7 @@ def _tables(inputs: MrrInputs) -> _Tables:
             conformed[f.name] = None if frame is None else _conform(frame, _polars_schema("invoices"))
         else:
             conformed[f.name] = _conform(frame, _polars_schema(f.name))
-    return _Tables(**conformed)
+    return MrrInputs(**conformed)
 
 
 def _conform_snapshots(frame: pl.DataFrame | None) -> pl.DataFrame:
@@ -183,7 +169,7 @@ def _as_of(as_of: dt.datetime | None) -> dt.datetime:
 # --- subscriptions: when each one counts (section 2) -------------------------------------------------------------
 
 
-def _subscription_table(t: _Tables, parsed: pl.DataFrame, options: MrrOptions, as_of: dt.datetime) -> pl.DataFrame:
+def _subscription_table(t: MrrInputs, parsed: pl.DataFrame, options: MrrOptions, as_of: dt.datetime) -> pl.DataFrame:
     """One row per subscription: customer, currency, exponent, the day range it may count in
     (count_from .. count_to, exclusive; count_from null = never) and `problem` (null when usable)."""
     times = history.lifecycle_event_times(parsed)
@@ -249,7 +235,7 @@ def _subscription_table(t: _Tables, parsed: pl.DataFrame, options: MrrOptions, a
 # --- discounts (section 4) ---------------------------------------------------------------------------------------
 
 
-def _discount_table(t: _Tables, subs: pl.DataFrame, coupons: pl.DataFrame, options: MrrOptions,
+def _discount_table(t: MrrInputs, subs: pl.DataFrame, coupons: pl.DataFrame, options: MrrOptions,
                     as_of: dt.datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(item discounts keyed by integration+item, subscription discounts keyed by integration+subscription),
     each with pnum, pden, amount_off (minor units), from_day, to_day."""

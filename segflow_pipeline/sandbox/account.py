@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import gc
+import json
 import random
 import threading
 import time
@@ -294,7 +295,9 @@ class SandboxAccount:
         with self.lock:
             if self.lookup(resource, object_id) is not None:
                 raise ValueError(f"inject_raw: {resource} already holds {object_id!r}")
-            self.raw_objects.setdefault(resource, []).append((object_id, int(created), orjson.dumps(obj), obj))
+            # The standard library's encoder, unlike orjson, writes integers past 64 bits (amounts too big for Stripe).
+            encoded = json.dumps(obj, separators=(",", ":")).encode()
+            self.raw_objects.setdefault(resource, []).append((object_id, int(created), encoded, obj))
             self._finish()
         return object_id
 

@@ -219,7 +219,8 @@ def _subscription_table(t: MrrInputs, parsed: pl.DataFrame, options: MrrOptions,
     problem = (
         pl.when(pl.col("subscription").is_null()).then(pl.lit("subscription without id"))
         .when(pl.col("customer").is_null()).then(pl.lit("subscription without customer"))
-        .when(~status.is_in(list(SUBSCRIPTION_STATUSES)).fill_null(True)).then(pl.lit("unknown status"))
+        # a null status is unknown too (`~` binds tighter than the method call: negate first, then fill)
+        .when((~status.is_in(list(SUBSCRIPTION_STATUSES))).fill_null(True)).then(pl.lit("unknown status"))
         .when(~currency.is_known_expr(pl.col("currency"))).then(pl.lit("unknown currency"))
         .when(pl.col("start").is_null()).then(pl.lit("subscription without start_date or created"))
         .otherwise(pl.lit(None, pl.Utf8))

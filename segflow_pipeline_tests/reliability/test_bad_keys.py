@@ -108,12 +108,9 @@ def test_live_key_on_an_empty_account_warns_to_use_the_other_mode(server, tmp_pa
     assert LIVE_EMPTY not in captured.out + captured.err
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "stripe_api/sync.py choose_mode(): the sync state (warehouse/raw.py SyncState) does not record which account "
-    "or mode it belongs to, so after a run with the wrong key the next `auto` run is an incremental sync of the "
-    "right account from the wrong account's event cursor: prices, products and most objects are never read, MRR "
-    "is published empty until a full sync happens (30 days later or by hand)"))
 def test_after_fixing_a_wrong_mode_key_the_next_refresh_equals_a_full_sync(server, reference, tmp_path, monkeypatch):
+    # Found here while 6c28dd4 fixed it in the sync: the next auto run used to be an incremental sync of the right
+    # account from the wrong account's cursor (no prices read, MRR published empty).
     env = make_env(tmp_path, server.url, LIVE_EMPTY)
     apply_env(monkeypatch, env)
     assert run_job(full=False).success

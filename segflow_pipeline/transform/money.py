@@ -73,8 +73,9 @@ def half_up_cents(atoms: pl.Expr, atoms_per_unit: pl.Expr | int) -> pl.Expr:
 
 
 def cents_to_decimal(cents: pl.Expr) -> pl.Expr:
-    """Integer cents → DECIMAL(18,2) major units, exactly."""
-    return (cents.cast(pl.Decimal(18, 2)) / 100).cast(pl.Decimal(18, 2))
+    """Integer cents → DECIMAL(18,2) major units, exactly; null where the amount does not fit DECIMAL(18,2)
+    (absurd input amounts), so the schema check reports the rows instead of the cast stopping the run."""
+    return (cents.cast(pl.Decimal(38, 2)) / 100).cast(pl.Decimal(18, 2), strict=False)
 
 
 def atoms_to_decimal(atoms: pl.Expr, atoms_per_unit: pl.Expr) -> pl.Expr:

@@ -56,6 +56,13 @@ class MrrDaily(pa.DataFrameModel):
     def paying_customers_have_active_subscriptions(cls, data: pa.PolarsData) -> pl.LazyFrame:
         return data.lazyframe.select(pl.col("paying_customers") <= pl.col("active_subscriptions"))
 
+    @pa.dataframe_check
+    def amounts_fit_decimal_18_2(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """An amount too large for DECIMAL(18,2) comes out null (`money.cents_to_decimal`): an input amount or
+        quantity is absurd. This names the reason where `not_nullable` alone would not."""
+        amounts = ["mrr", "arr", "new_mrr", "expansion_mrr", "reactivation_mrr", "contraction_mrr", "churned_mrr"]
+        return data.lazyframe.select(pl.all_horizontal(pl.col(amounts).is_not_null()))
+
 
 class MrrSnapshots(pa.DataFrameModel):
     """metrics.mrr_snapshots (mrr.SNAPSHOT_SCHEMA): one row per (integration, date, subscription)."""

@@ -43,6 +43,9 @@ bounds as (
     from stripe.subscriptions as s
     left join paid_items as p
         on p.integration = s.integration and p.subscription = s.id
+    -- a subscription without customer, currency or status is unusable (metrics.mrr_unusable_rows says why);
+    -- leaving it out keeps one bad object from blocking every refresh
+    where s.customer is not null and s.currency is not null and s.status is not null
 )
 
 select

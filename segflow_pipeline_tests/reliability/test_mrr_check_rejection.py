@@ -71,11 +71,6 @@ def test_a_corrupted_quantity_fails_the_mrr_schema_check_and_keeps_the_published
         con.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dbt_like_sql/marts/mrr_by_product.sql computes MRR from stripe.subscription_items itself and casts "
-    "ROUND(SUM(m.mrr_minor * m.minor_unit), 2) to DECIMAL(18,2) unguarded: the same corrupted quantity makes "
-    "marts__mrr_by_product fail with a raw DuckDB ConversionException ('value is out of range') instead of a "
-    "named check; it does not depend on metrics.mrr_daily, so it runs even when the MRR checks failed"))
 def test_every_failing_step_fails_on_a_named_check(corrupted_run):
     result, _, _, _ = corrupted_run
     messages = failure_messages(result)

@@ -244,6 +244,27 @@ def wait_for_runs(pg: Mapping[str, str], expected: int, timeout_s: float, proc: 
         time.sleep(1.0)
 
 
+def failure_messages(pg: Mapping[str, str], run_id: str) -> list[str]:
+    """What the event log says about a run's failure (step failures, engine events, the run failure)."""
+    import json
+
+    rows = query(pg, "select event from event_logs where run_id = %s and dagster_event_type in "
+                     "('STEP_FAILURE', 'ENGINE_EVENT', 'PIPELINE_FAILURE') order by id", (run_id,))
+    return [json.loads(event).get("user_message", "") for (event,) in rows]
+
+
+def explain(pg: Mapping[str, str], runs: list[dict[str, Any]], log: Path | None = None) -> str:
+    """For an assertion message: each failed run's messages, and the daemon log's errors."""
+    lines = []
+    for r in runs:
+        if r["status"] != "SUCCESS":
+            lines.append(f"{r['partition']} {r['status']} {dict(r['tags'])}: {failure_messages(pg, r['run_id'])}")
+    if log is not None and log.exists():
+        lines += [line for line in log.read_text(errors="replace").splitlines()
+                  if " - ERROR - " in line or "Traceback" in line or "Error" in line][-20:]
+    return "\n".join(lines)
+
+
 def max_overlap(intervals: list[tuple[float, float]]) -> int:
     """The most intervals in progress at one instant (an end at t frees its slot before a start at t)."""
     points = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda p: (p[0], p[1]))

@@ -7,9 +7,11 @@ their own processes. Every figure below is read back from PostgreSQL.
 """
 
 import datetime as dt
+import json
 
 import duckdb
 import pytest
+from dagster import DagsterEventType
 
 from segflow_pipeline.sandbox.server import EmulatorServer
 from segflow_pipeline.stripe_api.keys import mask
@@ -70,8 +72,9 @@ def stack(postgres, tmp_path_factory):
                 retry_note = _wait_for_event(postgres, bad_run, "Not retrying run", timeout_s=30)
         finally:
             mp.undo()
-        yield {"queued": queued, "runs": harness.run_rows(postgres), "keys": keys, "published": published,
-               "tick": tick, "retry_note": retry_note, "daemon_log": root / "daemon.log"}
+        runs = harness.run_rows(postgres)
+        yield {"queued": queued, "runs": runs, "keys": keys, "published": published, "tick": tick,
+               "retry_note": retry_note, "why": harness.explain(postgres, runs, root / "daemon.log")}
 
 
 def _wait_for_event(pg, run_id: str, text: str, timeout_s: float) -> bool:
@@ -106,17 +109,17 @@ def test_every_account_ran_exactly_once_and_only_the_bad_key_failed(stack):
     assert sorted(r["partition"] for r in scheduled) == [f"acct{i:02d}" for i in range(1, N_ACCOUNTS + 1)]
     status = {r["partition"]: r["status"] for r in scheduled}
     assert status.pop(BAD) == "FAILURE"
-    assert set(status.values()) == {"SUCCESS"}, status
+    assert set(status.values()) == {"SUCCESS"}, stack["why"]
     # Nothing else ran: the manual duplicate succeeded, and no run was retried.
     others = [r for r in stack["runs"] if r not in scheduled]
     assert [(r["tags"].get("segflow/trigger"), r["partition"], r["status"]) for r in others] == [
-        ("manual", DUPLICATE, "SUCCESS")]
+        ("manual", DUPLICATE, "SUCCESS")], stack["why"]
     assert not [r for r in stack["runs"] if "dagster/parent_run_id" in r["tags"]]
 
 
 def test_at_most_four_runs_at_once_and_never_two_on_one_account(stack):
     runs = stack["runs"]
-    assert all(r["start"] and r["end"] and r["end"] >= r["start"] for r in runs)
+    assert all(r["start"] and r["end"] and r["end"] >= r["start"] for r in runs), stack["why"]
     peak = harness.max_overlap([(r["start"], r["end"]) for r in runs])
     assert 2 <= peak <= MAX_CONCURRENT_RUNS, peak
     by_account: dict[str, list[tuple[float, float]]] = {}
@@ -139,7 +142,7 @@ def test_the_bad_key_fails_with_its_masked_key_and_a_clear_message(postgres, sta
         postgres, "select event from event_logs where run_id = %s and dagster_event_type = 'STEP_FAILURE'",
         (bad["run_id"],))]
     assert failures
-    text = " ".join(failures)
+    text = " ".join(json.dumps(json.loads(e), ensure_ascii=False) for e in failures)  # the mask has a "…"
     assert "Stripe rejected the API key" in text
     assert mask(stack["keys"][BAD]) in text
     assert stack["retry_note"], "the retry daemon did not record why the failed run is not retried"
@@ -157,11 +160,11 @@ def test_runs_and_their_event_logs_are_in_postgres(postgres, stack):
     counts = dict(harness.query(
         postgres, "select run_id, count(*) from event_logs where run_id = any(%s) group by run_id", (run_ids,)))
     assert set(counts) == set(run_ids)
+    success, failure = DagsterEventType.RUN_SUCCESS.value, DagsterEventType.RUN_FAILURE.value  # PIPELINE_* in the table
     ends = dict(harness.query(
         postgres, "select run_id, dagster_event_type from event_logs where run_id = any(%s) and dagster_event_type "
-                  "in ('RUN_SUCCESS', 'RUN_FAILURE')", (run_ids,)))
-    assert ends == {r["run_id"]: {"SUCCESS": "RUN_SUCCESS", "FAILURE": "RUN_FAILURE"}[r["status"]]
-                    for r in stack["runs"]}
+                  "in (%s, %s)", (run_ids, success, failure)))
+    assert ends == {r["run_id"]: {"SUCCESS": success, "FAILURE": failure}[r["status"]] for r in stack["runs"]}
     materialized = harness.query(
         postgres, "select count(distinct partition) from event_logs where dagster_event_type = 'ASSET_MATERIALIZATION'"
                   " and partition is not null")[0][0]

@@ -10,7 +10,8 @@ Figures:
   and extrapolated to the account's object count (same latency and limit);
 - incremental after 1 % of subscriptions changed: its requests as % of the full sync's;
 - CPU per 100-object page: SDK parsing into StripeObjects vs orjson + Arrow rows (what the sync does);
-- with --rss-lines: peak RSS of a sync process (no latency, no limit) over an account with that many lines.
+- with --rss-lines: peak RSS of a sync process and of its row-building helpers (no latency, no limit) over an
+  account with that many lines, with the pipeline's DuckDB memory settings (`warehouse.files.connect`).
 The emulator serves from a process of its own, on the same machine: its CPU and any other load count against the
 sync, so the load average is printed with the figures.
 """
@@ -135,19 +136,35 @@ def cpu_per_page(url: str) -> dict[str, float]:
 
 
 RSS_SCRIPT = textwrap.dedent("""
-    import resource, sys, time, duckdb
+    import os, resource, sys, threading, time
+    from pathlib import Path
     from segflow_pipeline.stripe_api.client import StripeReader
     from segflow_pipeline.stripe_api.sync import sync_account
-    from segflow_pipeline.warehouse import raw
+    from segflow_pipeline.warehouse import files, raw
     url, path = sys.argv[1:3]
-    con = duckdb.connect(path)
-    con.execute("set memory_limit = '1GB'")
+    helpers = {}  # pid -> peak RSS (VmHWM, kB) of each child: the row-building helpers
+
+    def watch_helpers():
+        while True:
+            for pid in open(f"/proc/self/task/{os.getpid()}/children").read().split():
+                try:
+                    with open(f"/proc/{pid}/status") as status:
+                        hwm = [int(line.split()[1]) for line in status if line.startswith("VmHWM")]
+                except OSError:
+                    continue
+                if hwm:
+                    helpers[pid] = max(helpers.get(pid, 0), hwm[0])
+            time.sleep(0.1)
+
+    threading.Thread(target=watch_helpers, daemon=True).start()
+    con = files.connect(Path(path))  # the pipeline's own memory settings (SEGFLOW_DUCKDB_MEMORY_LIMIT)
+    limit = con.execute("select current_setting('memory_limit')").fetchone()[0].replace(" ", "")
     raw.ensure_tables(con)
     started = time.monotonic()
     report = sync_account(StripeReader("sk_test_sandbox_full", api_base=url, max_requests_per_second=100000),
                           con, mode="full")
     print(report.tables["invoice_lines"]["rows"], report.objects, report.requests, time.monotonic() - started,
-          resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+          resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, ",".join(map(str, helpers.values())) or "0", limit)
 """)
 
 
@@ -162,10 +179,15 @@ def rss_run(lines_wanted: int) -> None:
             out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, emulator.url, str(Path(tmp) / "rss.duckdb")],
                                  capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
                                  cwd=ROOT, check=True)
-        lines, objs, requests, seconds, maxrss_kb, helper_kb = out.stdout.strip().splitlines()[-1].split()
+        lines, objs, requests, seconds, maxrss_kb, helpers_kb, limit = out.stdout.strip().splitlines()[-1].split()
+        helpers = [int(kb) / 1024 for kb in helpers_kb.split(",") if int(kb)]
+        total = int(maxrss_kb) / 1024 + sum(helpers)
+        # A helper's own ru_maxrss would count the parent's pages it shares between fork and exec; VmHWM does not.
         log(f"sync of {int(lines):,} invoice lines ({int(objs):,} objects, {requests} requests) in "
-            f"{float(seconds):.0f} s (DuckDB memory_limit 1GB): peak RSS of the sync process "
-            f"{int(maxrss_kb) / 1024:.0f} MiB, of its largest row-building helper {int(helper_kb) / 1024:.0f} MiB")
+            f"{float(seconds):.0f} s (DuckDB memory_limit {limit}, the pipeline's default unless "
+            f"SEGFLOW_DUCKDB_MEMORY_LIMIT is set): peak RSS of the sync process {int(maxrss_kb) / 1024:.0f} MiB, "
+            f"of its {len(helpers)} row-building helpers " + " + ".join(f"{h:.0f}" for h in helpers)
+            + f" MiB; sum of the peaks {total:.0f} MiB (an upper bound: shared library pages count in each)")
     finally:
         emulator.close()
 

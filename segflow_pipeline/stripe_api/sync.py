@@ -41,6 +41,7 @@ import pyarrow as pa
 from segflow_pipeline.stripe_api import objects
 from segflow_pipeline.stripe_api.client import StripeAPIFailure, StripeReader
 from segflow_pipeline.stripe_api.keys import empty_account_warning
+from segflow_pipeline.stripe_api.row_helper import serve_conversions  # noqa: F401  (the helper's entry point)
 from segflow_pipeline.stripe_api.tables import TABLES
 from segflow_pipeline.warehouse import raw
 
@@ -63,6 +64,9 @@ MAX_SPLIT = 8
 OFFLOAD_AFTER_PAGES = 50
 # Helper processes started then; a page finding both busy is converted in its own thread instead of waiting.
 HELPERS = 2
+# Pages fetched but not yet written to DuckDB, at most. Writing is the slower side of a large sync, so workers
+# wait here whatever the bound; a larger one only holds more rows in memory (about 0.5 MB per 100-invoice page).
+MAX_QUEUED_RESULTS = 16
 
 
 @dataclass(frozen=True)
@@ -230,7 +234,7 @@ class _ConversionProcess:
     """
 
     def __init__(self) -> None:
-        code = "from segflow_pipeline.stripe_api.sync import serve_conversions; serve_conversions()"
+        code = "from segflow_pipeline.stripe_api.row_helper import serve_conversions; serve_conversions()"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env)
@@ -265,23 +269,6 @@ class _ConversionProcess:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-
-
-def serve_conversions() -> None:
-    """The child's loop (see `_ConversionProcess`): length-prefixed pickles in on stdin, out on stdout."""
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    while True:
-        header = stdin.read(8)
-        if len(header) < 8:
-            return
-        kind, body, integration, context, single = pickle.loads(stdin.read(struct.unpack("<Q", header)[0]))
-        try:
-            answer: tuple = ("ok", objects.page_rows(kind, body, integration, context, single=single))
-        except Exception as exc:  # answered, so the parent converts this page itself and says why
-            answer = ("error", f"{exc.__class__.__name__}: {exc}")
-        data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-        stdout.write(struct.pack("<Q", len(data)) + data)
-        stdout.flush()
 
 
 class _Engine:
@@ -362,7 +349,7 @@ class _Engine:
         writes to DuckDB; the bounded result queue holds them back if writing falls behind (bounded memory).
         """
         pending: deque[_Task] = deque(tasks)
-        results: queue.Queue = queue.Queue(maxsize=4 * self.concurrency)
+        results: queue.Queue = queue.Queue(maxsize=min(4 * self.concurrency, MAX_QUEUED_RESULTS))
         ready = threading.Condition()
         state = {"active": 0, "stop": False}
 

@@ -5,6 +5,9 @@ Layout beside SEGFLOW_DUCKDB_PATH (the published file BI tools open):
   marts of that account). Only the pipeline writes it, while holding `<integration>.lock` (an flock: released by
   the kernel even on kill -9), so two refreshes of one account never interleave and refreshes of two accounts never
   block each other.
+- Each connection to a working file runs under a DuckDB memory limit (`SEGFLOW_DUCKDB_MEMORY_LIMIT`, default
+  `DEFAULT_MEMORY_LIMIT`); what does not fit spills to `<integration>.duckdb.tmp/` beside it, so a large account
+  needs disk rather than RAM.
 - Publishing reads every integration's working file under its lock, writes the union into a new file beside the
   published one, and renames it over the published path (atomic on POSIX). Readers that hold the old file open keep
   their snapshot until they reconnect; nobody ever opens the published file for writing, so readers never block
@@ -19,12 +22,16 @@ import errno
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import duckdb
 
 PUBLISHED_SCHEMAS = ("stripe", "metrics", "marts")
+# DuckDB's own default is 80 % of RAM, whatever else runs on the machine: a full sync then keeps every block it
+# wrote cached. Under this limit it evicts or spills them instead (benchmarks/bench_sync.py --rss-lines).
+DEFAULT_MEMORY_LIMIT = "512MB"
+MEMORY_LIMIT_ENV = "SEGFLOW_DUCKDB_MEMORY_LIMIT"
 
 
 class WarehouseBusy(RuntimeError):
@@ -63,13 +70,35 @@ def file_lock(path: Path, *, timeout_s: float, what: str) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+def memory_limit(env: Mapping[str, str] | None = None) -> str:
+    """The DuckDB memory limit of working-file connections: SEGFLOW_DUCKDB_MEMORY_LIMIT (e.g. `1GB`) or the default."""
+    value = (os.environ if env is None else env).get(MEMORY_LIMIT_ENV, "").strip()
+    return value or DEFAULT_MEMORY_LIMIT
+
+
+def connect(path: Path) -> duckdb.DuckDBPyConnection:
+    """A read-write connection to a working file with the pipeline's memory settings (see the module doc).
+
+    Spilling goes to DuckDB's default temporary directory for a file, `<path>.tmp` beside it.
+    """
+    con = duckdb.connect(str(path))
+    limit = memory_limit()
+    try:
+        con.execute(f"set memory_limit = '{limit.replace(chr(39), '')}'")
+    except duckdb.Error as exc:
+        con.close()
+        raise ValueError(f"{MEMORY_LIMIT_ENV}={limit!r} is not a DuckDB memory limit (e.g. 512MB, 2GB): {exc}"
+                         ) from None
+    return con
+
+
 @contextlib.contextmanager
 def integration_connection(published: Path, integration: str, *, timeout_s: float = 600.0
                            ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-write connection to one integration's working file, held under its lock."""
     path = working_path(published, integration)
     with file_lock(path.with_suffix(".lock"), timeout_s=timeout_s, what=f"integration {integration!r}"):
-        con = duckdb.connect(str(path))
+        con = connect(path)
         try:
             yield con
         finally:

@@ -66,3 +66,23 @@ def test_second_writer_of_one_integration_waits_then_says_busy(tmp_path):
     finally:
         release.set()
         thread.join()
+
+
+def _limit_mib(con):
+    # DuckDB shows the limit rounded to one decimal in its own units ("488.2 MiB" for 512MB, "1.8 GiB" for 2GB).
+    value, unit = con.execute("select current_setting('memory_limit')").fetchone()[0].split()
+    return float(value) * {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024}[unit]
+
+
+def test_working_connections_run_under_a_memory_limit(tmp_path, monkeypatch):
+    published = tmp_path / "segflow.duckdb"
+    monkeypatch.delenv(files.MEMORY_LIMIT_ENV, raising=False)
+    with files.integration_connection(published, "a") as con:
+        assert _limit_mib(con) == pytest.approx(512e6 / 2**20, rel=0.01)
+    monkeypatch.setenv(files.MEMORY_LIMIT_ENV, "2GB")
+    with files.integration_connection(published, "a") as con:
+        assert _limit_mib(con) == pytest.approx(2e9 / 2**20, rel=0.05)
+    monkeypatch.setenv(files.MEMORY_LIMIT_ENV, "lots")
+    with pytest.raises(ValueError, match=files.MEMORY_LIMIT_ENV):
+        with files.integration_connection(published, "a"):
+            pass

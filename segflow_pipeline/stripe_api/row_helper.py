@@ -1,0 +1,30 @@
+"""The loop of a full sync's row-building helper process (see `sync._ConversionProcess`).
+
+A module of its own so the helper imports what building rows needs (`objects`, pyarrow, orjson) and nothing else:
+no DuckDB, no HTTP client. Each helper of a large sync is a Python of its own, so every import counts per helper.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+import sys
+
+from segflow_pipeline.stripe_api import objects
+
+
+def serve_conversions() -> None:
+    """Length-prefixed pickles of (kind, body, integration, context, single) in on stdin, pickled answers out."""
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        header = stdin.read(8)
+        if len(header) < 8:
+            return
+        kind, body, integration, context, single = pickle.loads(stdin.read(struct.unpack("<Q", header)[0]))
+        try:
+            answer: tuple = ("ok", objects.page_rows(kind, body, integration, context, single=single))
+        except Exception as exc:  # answered, so the parent converts this page itself and says why
+            answer = ("error", f"{exc.__class__.__name__}: {exc}")
+        data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+        stdout.write(struct.pack("<Q", len(data)) + data)
+        stdout.flush()

@@ -8,10 +8,14 @@ Layout beside SEGFLOW_DUCKDB_PATH (the published file BI tools open):
 - Each connection to a working file runs under a DuckDB memory limit (`SEGFLOW_DUCKDB_MEMORY_LIMIT`, default
   `DEFAULT_MEMORY_LIMIT`); what does not fit spills to `<integration>.duckdb.tmp/` beside it, so a large account
   needs disk rather than RAM.
-- Publishing reads every integration's working file under its lock, writes the union into a new file beside the
-  published one, and renames it over the published path (atomic on POSIX). Readers that hold the old file open keep
-  their snapshot until they reconnect; nobody ever opens the published file for writing, so readers never block
-  the pipeline and never see half a refresh.
+- Publishing first refreshes `<integration>.ready.duckdb`, a copy of each working file that nobody is writing at
+  that moment (taken under the working file's lock, written beside it and renamed into place), then writes the
+  union of every ready copy into a new file beside the published one and renames it over the published path
+  (atomic on POSIX). Ready copies are only ever replaced by rename, so publishing never waits for another
+  account's sync and never reads a file another run is writing; an account that is being refreshed keeps its last
+  ready copy until its own run publishes. Readers that hold the old published file open keep their snapshot until
+  they reconnect; nobody ever opens the published file for writing, so readers never block the pipeline and never
+  see half a refresh.
 No Dagster here.
 """
 
@@ -21,6 +25,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import shutil
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -46,8 +51,13 @@ def working_path(published: Path, integration: str) -> Path:
     return state_dir(published) / f"{integration}.duckdb"
 
 
+def ready_path(published: Path, integration: str) -> Path:
+    return state_dir(published) / f"{integration}.ready.duckdb"
+
+
 @contextlib.contextmanager
 def file_lock(path: Path, *, timeout_s: float, what: str) -> Iterator[None]:
+    """Hold an exclusive flock on `path`, waiting up to `timeout_s` (0: try once), else raise `WarehouseBusy`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
         deadline = time.monotonic() + timeout_s
@@ -105,44 +115,60 @@ def integration_connection(published: Path, integration: str, *, timeout_s: floa
             con.close()
 
 
-def known_integrations(published: Path) -> list[str]:
-    folder = state_dir(published)
-    return sorted(p.stem for p in folder.glob("*.duckdb")) if folder.exists() else []
-
-
 def publish(published: Path, integrations: list[str], *, timeout_s: float = 600.0) -> dict[str, int]:
-    """Union every integration's tables into a new file and rename it over `published`. Returns rows per table."""
+    """Refresh the ready copies that are free, union every ready copy into a new file and rename it over
+    `published`. Returns rows per table."""
+    for name in integrations:
+        refresh_ready_copy(published, name)
     published.parent.mkdir(parents=True, exist_ok=True)
     tmp = published.with_name(f".{published.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
     counts: dict[str, int] = {}
     with file_lock(state_dir(published) / "publish.lock", timeout_s=timeout_s, what="publishing"):
         # Only the holder of this lock writes a temporary file: any other one is what a publish killed half way
         # (kill -9, a lost machine) left behind, and nothing else would ever remove it.
         for stale in published.parent.glob(f".{published.name}.tmp-*"):
             stale.unlink(missing_ok=True)
-        with contextlib.ExitStack() as stack:
-            for name in integrations:
-                path = working_path(published, name)
-                if path.exists():
-                    stack.enter_context(file_lock(path.with_suffix(".lock"), timeout_s=timeout_s,
-                                                  what=f"integration {name!r}"))
-            con = duckdb.connect(str(tmp))
-            try:
-                counts = _union_into(con, published, integrations)
-                con.execute("checkpoint")
-            finally:
-                con.close()
+        con = duckdb.connect(str(tmp))
+        try:
+            counts = _union_into(con, [ready_path(published, name) for name in integrations])
+            con.execute("checkpoint")
+        finally:
+            con.close()
         _fsync(tmp)
         os.replace(tmp, published)
         _fsync_dir(published.parent)
     return counts
 
 
-def _union_into(con: duckdb.DuckDBPyConnection, published: Path, integrations: list[str]) -> dict[str, int]:
+def refresh_ready_copy(published: Path, integration: str) -> bool:
+    """Copy the integration's working file to its ready copy if nobody is writing it now and it changed since the
+    last copy. Returns whether a new copy was made; a busy account keeps its previous ready copy."""
+    work, ready = working_path(published, integration), ready_path(published, integration)
+    if not work.exists():
+        return False
+    try:
+        with file_lock(work.with_suffix(".lock"), timeout_s=0, what=f"integration {integration!r}"):
+            wal = work.with_name(work.name + ".wal")
+            if wal.exists():  # fold the write-ahead log into the file so the copy is complete on its own
+                con = connect(work)
+                con.execute("checkpoint")
+                con.close()
+            for stale in ready.parent.glob(f".{ready.name}.tmp-*"):  # left by a copy killed half way
+                stale.unlink(missing_ok=True)
+            if ready.exists() and ready.stat().st_mtime_ns >= work.stat().st_mtime_ns:
+                return False
+            tmp = ready.with_name(f".{ready.name}.tmp-{os.getpid()}")
+            shutil.copyfile(work, tmp)
+            _fsync(tmp)
+            os.replace(tmp, ready)
+            return True
+    except WarehouseBusy:
+        return False
+
+
+def _union_into(con: duckdb.DuckDBPyConnection, sources: list[Path]) -> dict[str, int]:
     aliases: list[str] = []
-    for i, name in enumerate(integrations):
-        path = working_path(published, name)
+    for i, path in enumerate(sources):
         if not path.exists():
             continue
         alias = f"src{i}"

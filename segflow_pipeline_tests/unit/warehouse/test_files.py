@@ -1,6 +1,7 @@
 """Publishing: per-integration working files, union, atomic swap under open readers."""
 
 import threading
+import time
 
 import duckdb
 import pytest
@@ -86,3 +87,61 @@ def test_working_connections_run_under_a_memory_limit(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=files.MEMORY_LIMIT_ENV):
         with files.integration_connection(published, "a"):
             pass
+
+
+def test_publish_never_waits_for_another_accounts_refresh(tmp_path):
+    # A run of account b holds b's working file (a long sync). Publishing a's refresh must neither wait for it nor
+    # read b's file mid-write: it takes b's last ready copy.
+    published = tmp_path / "segflow.duckdb"
+    _write(published, "a", 1)
+    _write(published, "b", 10)
+    files.publish(published, ["a", "b"])
+    _write(published, "a", 2)
+    entered, release = threading.Event(), threading.Event()
+
+    def hold_b():
+        with files.integration_connection(published, "b") as con:
+            con.execute("update metrics.t set v = 11")  # uncommitted-looking work in progress
+            entered.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold_b)
+    thread.start()
+    entered.wait(5)
+    try:
+        started = time.monotonic()
+        files.publish(published, ["a", "b"], timeout_s=1)
+        assert time.monotonic() - started < 5
+    finally:
+        release.set()
+        thread.join()
+    con = duckdb.connect(str(published), read_only=True)
+    assert con.execute("select integration, v from metrics.t order by 1").fetchall() == [("a", 2), ("b", 10)]
+    con.close()
+    files.publish(published, ["a", "b"])  # b's own publish, once its run is done
+    con = duckdb.connect(str(published), read_only=True)
+    assert con.execute("select integration, v from metrics.t order by 1").fetchall() == [("a", 2), ("b", 11)]
+    con.close()
+
+
+def test_first_run_of_a_new_account_during_a_publish_is_not_attached(tmp_path):
+    # The race of a working file created between "does it exist" and "attach": publish reads ready copies only.
+    published = tmp_path / "segflow.duckdb"
+    _write(published, "a", 1)
+    entered, release = threading.Event(), threading.Event()
+
+    def first_run_of_c():
+        with files.integration_connection(published, "c") as con:
+            con.execute("create schema metrics")
+            con.execute("create table metrics.t as select 'c' as integration, 5::integer as v")
+            entered.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=first_run_of_c)
+    thread.start()
+    entered.wait(5)
+    try:
+        assert files.publish(published, ["a", "c"], timeout_s=1) == {"metrics.t": 1}
+    finally:
+        release.set()
+        thread.join()

@@ -237,6 +237,7 @@ class EmulatorServer:
         self.method_totals: collections.Counter[str] = collections.Counter()
         self._requests = 0
         self._spikes = 0
+        self._truncated = 0
         self._by_status: collections.Counter[int] = collections.Counter()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -293,13 +294,15 @@ class EmulatorServer:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {"requests": self._requests, "by_status": dict(self._by_status),
-                    "non_get_requests": self.non_get_requests, "latency_spikes": self._spikes}
+                    "non_get_requests": self.non_get_requests, "latency_spikes": self._spikes,
+                    "truncated_bodies": self._truncated}
 
     def reset_stats(self) -> None:
         with self._lock:
             self._requests = 0
             self._by_status.clear()
             self._spikes = 0
+            self._truncated = 0
             self.request_log.clear()
             self.non_get_requests = 0
 
@@ -381,6 +384,8 @@ class EmulatorServer:
             if self.bad_body_rate > 0 and self._draw() < self.bad_body_rate:
                 if self._draw() < 0.5:
                     body = body[: max(1, len(body) // 2)]
+                    with self._lock:
+                        self._truncated += 1
                 else:
                     status, body, ctype = 502, _HTML_502, "text/html"
         except ApiError as err:

@@ -101,7 +101,7 @@ class Refresh:
                 pass  # being created or written right now; ask again
         return found
 
-    def kill_when(self, predicate, timeout: float = 60) -> bool:
+    def kill_when(self, predicate, timeout: float = 120) -> bool:
         """SIGKILL the refresh as soon as `predicate()` holds; True if it was still running then."""
         hit = wait_for(lambda: predicate() or self.proc.poll() is not None, timeout, interval=0.005)
         alive = hit and self.proc.poll() is None and predicate()
@@ -110,7 +110,7 @@ class Refresh:
         self.proc.wait(timeout=30)
         return alive and self.proc.returncode == -signal.SIGKILL
 
-    def finish(self, timeout: float = 120) -> int:
+    def finish(self, timeout: float = 240) -> int:
         return self.proc.wait(timeout=timeout)
 
 

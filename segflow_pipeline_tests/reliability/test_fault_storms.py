@@ -36,7 +36,6 @@ def test_500s_429s_and_latency_spikes_end_in_the_fault_free_tables(reference, tm
     assert meta["requests"] == stats["requests"]
     assert meta["retried_429"] == by_status[429] > 0
     assert meta["retried_5xx"] == by_status[500] > 0
-    assert stats["requests"] == reference.requests + by_status[429] + by_status[500]
     assert meta["quarantined"] == 0
 
 
@@ -52,7 +51,6 @@ def test_truncated_bodies_and_html_error_pages_are_retried_to_the_same_tables(re
     assert_same_state(published_state(env.published), reference.state)
     meta = materialization_metadata(result, "stripe/subscriptions")
     html_502 = stats["by_status"].get(502, 0)
-    truncated = stats["requests"] - reference.requests - html_502
-    assert html_502 > 0 and truncated > 0
+    assert html_502 > 0 and stats["truncated_bodies"] > 0
     assert meta["retried_5xx"] == html_502
     assert meta["requests"] == stats["requests"]

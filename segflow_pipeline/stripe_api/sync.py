@@ -53,8 +53,8 @@ EVENT_RETENTION_S = 30 * 86400  # https://docs.stripe.com/api/events: events of 
 RETENTION_MARGIN_S = 3600
 PAGE_SIZE = 100
 # Rows buffered per table before an Arrow batch goes to DuckDB: bounds memory on very large accounts.
-FLUSH_ROWS = 20_000
-FLUSH_BYTES = 64 << 20
+FLUSH_ROWS = 5_000
+FLUSH_BYTES = 16 << 20
 PROGRESS_EVERY_S = 2.0
 # Full-sync windows end this far after "now", so a clock ahead of ours does not hide recent objects.
 CLOCK_SKEW_S = 86400
@@ -62,8 +62,10 @@ CLOCK_SKEW_S = 86400
 MAX_SPLIT = 8
 # A full sync that reaches this many pages starts the row-building helper process.
 OFFLOAD_AFTER_PAGES = 50
-# Helper processes started then; a page finding both busy is converted in its own thread instead of waiting.
-HELPERS = 2
+# Helper processes started then; a page finding it busy is converted in its own thread instead of waiting. One
+# helper keeps a 250k-line sync under 1 GiB in all (benchmarks/bench_sync.py --rss-lines); the main process
+# already converts pages in threads when the helper is busy.
+HELPERS = 1
 # Pages fetched but not yet written to DuckDB, at most. Writing is the slower side of a large sync, so workers
 # wait here whatever the bound; a larger one only holds more rows in memory (about 0.5 MB per 100-invoice page).
 MAX_QUEUED_RESULTS = 16

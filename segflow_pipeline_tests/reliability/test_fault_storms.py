@@ -18,9 +18,10 @@ from segflow_pipeline_tests.reliability.conftest import (
 
 @pytest.mark.slow
 def test_500s_429s_and_latency_spikes_end_in_the_fault_free_tables(reference, tmp_path, monkeypatch):
-    # Stripe's test-mode limit is 25 req/s per account; the reader is told it may send 60 (another client shares
-    # the account's budget), so the emulator answers 429s and the reader has to back off by itself.
-    with EmulatorServer({reference.key: reference.account}, rate_limit_per_s=25, error_rate=0.05,
+    # The account's budget is 4 req/s (another client uses the rest of Stripe's limit) while the reader is told it
+    # may send 60: the sync's first concurrent requests alone overrun it, however slow the machine, so the emulator
+    # answers 429s and the reader has to back off by itself.
+    with EmulatorServer({reference.key: reference.account}, rate_limit_per_s=4, error_rate=0.05,
                         latency_spike_rate=0.05, spike_s=(0.3, 2.0), seed=5) as server:
         env = make_env(tmp_path, server.url, reference.key)
         apply_env(monkeypatch, env)

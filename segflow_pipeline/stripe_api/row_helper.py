@@ -6,6 +6,7 @@ no DuckDB, no HTTP client. Each helper of a large sync is a Python of its own, s
 
 from __future__ import annotations
 
+import gc
 import pickle
 import struct
 import sys
@@ -16,7 +17,14 @@ from segflow_pipeline.stripe_api import objects
 def serve_conversions() -> None:
     """Length-prefixed pickles of (kind, body, integration, context, single) in on stdin, pickled answers out."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    # A page's dicts hold no reference cycles and are freed as soon as its rows are built; the cyclic collector
+    # would only rescan them (a third of the time per page). It still runs now and then, for safety.
+    gc.disable()
+    pages = 0
     while True:
+        pages += 1
+        if pages % 500 == 0:
+            gc.collect()
         header = stdin.read(8)
         if len(header) < 8:
             return

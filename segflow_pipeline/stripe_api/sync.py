@@ -62,10 +62,9 @@ CLOCK_SKEW_S = 86400
 MAX_SPLIT = 8
 # A full sync that reaches this many pages starts the row-building helper process.
 OFFLOAD_AFTER_PAGES = 50
-# Helper processes started then; a page finding it busy is converted in its own thread instead of waiting. One
-# helper keeps a 250k-line sync under 1 GiB in all (benchmarks/bench_sync.py --rss-lines); the main process
-# already converts pages in threads when the helper is busy.
-HELPERS = 1
+# Helper processes started then. Every page then waits for a helper: the sync process only fetches and writes,
+# so its GIL is no longer the limit (benchmarks/bench_sync.py measures both throughput and peak RSS).
+HELPERS = int(os.environ.get("SEGFLOW_SYNC_HELPERS", "2"))
 # Pages fetched but not yet written to DuckDB, at most. Writing is the slower side of a large sync, so workers
 # wait here whatever the bound; a larger one only holds more rows in memory (about 0.5 MB per 100-invoice page).
 MAX_QUEUED_RESULTS = 16
@@ -230,9 +229,9 @@ def _children(kind: str, page: objects.Page) -> tuple[list[_Task], list[str]]:
 class _ConversionProcess:
     """A child Python that turns response bodies into rows (`objects.page_rows`) on another core.
 
-    Parsing and row building hold the GIL for ~6 ms per 100-invoice page; at Stripe's 100 req/s that is a whole
-    core the HTTP threads would have to share. The child gets (kind, body, ...) and answers a pickled Page over
-    its pipes; it exits when the parent's end closes (also when the parent is killed).
+    Parsing and row building hold the GIL for 4-16 ms per 100-invoice page; at Stripe's 100 req/s that is more than
+    the core the HTTP threads share. The child gets length-prefixed pickles of (kind, body, ...) on stdin and
+    answers pickled Pages on stdout, in order; it exits when its stdin closes (also when the parent is killed).
     """
 
     def __init__(self) -> None:
@@ -240,37 +239,152 @@ class _ConversionProcess:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env)
-        self.lock = threading.Lock()
 
-    def try_convert(self, kind: str, body: bytes, integration: str, context: dict,
-                    single: bool) -> objects.Page | None:
-        """The page's rows, or None at once if the helper is busy with another page."""
-        if not self.lock.acquire(blocking=False):
-            return None
-        try:
-            payload = pickle.dumps((kind, body, integration, context, single), protocol=pickle.HIGHEST_PROTOCOL)
-            stdin, stdout = self.proc.stdin, self.proc.stdout
-            assert stdin is not None and stdout is not None
-            stdin.write(struct.pack("<Q", len(payload)) + payload)
-            stdin.flush()
-            header = stdout.read(8)
-            if len(header) < 8:
-                raise OSError("the row-building process ended")
-            answer = stdout.read(struct.unpack("<Q", header)[0])
-        finally:
-            self.lock.release()
-        status, value = pickle.loads(answer)
-        if status != "ok":
-            raise RuntimeError(value)
-        return value
+    def send(self, payload: bytes) -> None:
+        stdin = self.proc.stdin
+        assert stdin is not None
+        stdin.write(struct.pack("<Q", len(payload)) + payload)
+        stdin.flush()
+
+    def receive(self) -> bytes:
+        stdout = self.proc.stdout
+        assert stdout is not None
+        header = stdout.read(8)
+        if len(header) < 8:
+            raise OSError("the row-building process ended")
+        size = struct.unpack("<Q", header)[0]
+        answer = stdout.read(size)
+        if len(answer) < size:
+            raise OSError("the row-building process ended mid-answer")
+        return answer
 
     def close(self) -> None:
-        if self.proc.stdin:
-            self.proc.stdin.close()
+        try:
+            if self.proc.stdin:
+                self.proc.stdin.close()
+        except OSError:
+            pass
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
+
+
+class _Job:
+    """One page handed to the helper pool; the fetching thread waits on it (without the GIL)."""
+
+    __slots__ = ("payload", "done", "answer", "error")
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self.done = threading.Event()
+        self.answer: bytes | None = None
+        self.error: BaseException | None = None
+
+
+class _HelperPool:
+    """Row-building helper processes fed from one job queue, each kept busy with up to PIPELINE jobs in flight.
+
+    Per helper a sender thread writes jobs to its stdin and a receiver thread reads the answers in order, so a
+    helper starts on the next page while the previous answer is still on its way back, and never waits for a
+    thread of this process to get the GIL. A helper that fails hands its jobs back as errors; the callers then
+    build those rows themselves.
+    """
+
+    PIPELINE = 2
+
+    def __init__(self, size: int) -> None:
+        self.jobs: queue.Queue = queue.Queue()
+        self.helpers: list[_ConversionProcess] = []
+        self.alive = 0
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        for _ in range(size):
+            helper = _ConversionProcess()
+            self.helpers.append(helper)
+            in_flight: deque[_Job] = deque()
+            slots = threading.Semaphore(self.PIPELINE)
+            self.alive += 1
+            for target in (self._sender, self._receiver):
+                thread = threading.Thread(target=target, args=(helper, in_flight, slots), daemon=True,
+                                          name=f"stripe-rows-{target.__name__.strip('_')}")
+                thread.start()
+                self._threads.append(thread)
+
+    def convert(self, kind: str, body: bytes, integration: str, context: dict, single: bool) -> objects.Page | None:
+        """The page's rows built by a helper; None when no helper is left (build them here then)."""
+        if not self.alive:
+            return None
+        job = _Job(pickle.dumps((kind, body, integration, context, single), protocol=pickle.HIGHEST_PROTOCOL))
+        self.jobs.put(job)
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        assert job.answer is not None
+        status, value = pickle.loads(job.answer)
+        if status != "ok":
+            raise RuntimeError(value)
+        return value
+
+    def _sender(self, helper: _ConversionProcess, in_flight: deque, slots: threading.Semaphore) -> None:
+        while True:
+            slots.acquire()
+            job = self.jobs.get()
+            if job is None:
+                return
+            with self._lock:
+                in_flight.append(job)
+            try:
+                helper.send(job.payload)
+            except (OSError, ValueError) as exc:
+                self._fail(helper, in_flight, exc)
+                return
+            job.payload = b""
+
+    def _receiver(self, helper: _ConversionProcess, in_flight: deque, slots: threading.Semaphore) -> None:
+        while True:
+            try:
+                answer = helper.receive()
+            except (OSError, ValueError) as exc:
+                self._fail(helper, in_flight, exc)
+                return
+            with self._lock:
+                job = in_flight.popleft()
+            job.answer = answer
+            job.done.set()
+            slots.release()
+
+    def _fail(self, helper: _ConversionProcess, in_flight: deque, exc: BaseException) -> None:
+        with self._lock:
+            if helper in self.helpers:
+                self.helpers.remove(helper)
+                self.alive -= 1
+            failed = list(in_flight)
+            in_flight.clear()
+        for job in failed:
+            job.error = OSError(f"a row-building helper process failed ({exc})")
+            job.done.set()
+        if not self.alive:
+            # Nobody takes jobs any more: hand back what is still queued.
+            while True:
+                try:
+                    job = self.jobs.get_nowait()
+                except queue.Empty:
+                    return
+                if job is not None:
+                    job.error = OSError(f"no row-building helper process left ({exc})")
+                    job.done.set()
+
+    def close(self) -> None:
+        helpers = list(self.helpers)
+        self.alive = 0
+        for _ in self._threads:
+            self.jobs.put(None)
+        for helper in helpers:
+            helper.close()
+        for thread in self._threads:
+            thread.join(timeout=10)
 
 
 class _Engine:
@@ -284,9 +398,12 @@ class _Engine:
         self.paged_items: list[str] = []
         self.deleted: dict[str, set[str]] = {}
         self._convert_slots = threading.BoundedSemaphore(2)
-        # Large syncs build rows in a helper process (second core); small ones never start it.
+        # Large syncs build rows in helper processes (other cores); small ones never start them.
         self.offload = False
-        self._converters: list[_ConversionProcess] = []
+        self._pool: _HelperPool | None = None
+        self._pool_lock = threading.Lock()
+        self._closed = False
+        self._pool_started = False
         self._pages = 0
         self.notes: list[str] = []
         self.keep_events = True        # a full sync only needs the newest event (its cursor)
@@ -315,16 +432,22 @@ class _Engine:
                        paged_items=paged_items, events=page.events)
 
     def _page(self, task: _Task, body: bytes, single: bool) -> objects.Page:
-        self._pages += 1
-        if self.offload and self._pages == OFFLOAD_AFTER_PAGES:
-            threading.Thread(target=self._start_converter, daemon=True).start()
-        for converter in list(self._converters):
+        if self.offload and not self._pool_started:
+            with self._pool_lock:
+                self._pages += 1
+                start = self._pages >= OFFLOAD_AFTER_PAGES and not self._pool_started
+                self._pool_started = self._pool_started or start
+            if start:
+                threading.Thread(target=self._start_pool, daemon=True).start()
+        pool = self._pool
+        if pool is not None:
             try:
-                page = converter.try_convert(task.spec.kind, body, self.integration, task.context, single)
+                page = pool.convert(task.spec.kind, body, self.integration, task.context, single)
             except (OSError, RuntimeError, EOFError, pickle.PickleError) as exc:
-                self._converters.remove(converter)
-                self.notes.append(f"a row-building helper process failed ({exc}); its pages were built here")
-                continue
+                note = f"a row-building helper process failed ({exc}); its pages were built in the sync process"
+                if note not in self.notes:
+                    self.notes.append(note)
+                page = None
             if page is not None:
                 return page
         # The GIL lets one thread convert at a time anyway; the slots keep other threads from holding parsed
@@ -332,17 +455,24 @@ class _Engine:
         with self._convert_slots:
             return objects.page_rows(task.spec.kind, body, self.integration, task.context, single=single)
 
-    def _start_converter(self) -> None:
+    def _start_pool(self) -> None:
         try:
-            for _ in range(HELPERS):
-                self._converters.append(_ConversionProcess())
+            pool = _HelperPool(HELPERS)
         except OSError as exc:
             self.notes.append(f"rows were built in the sync process: no helper process ({exc})")
+            return
+        with self._pool_lock:
+            if self._closed:
+                pool.close()
+            else:
+                self._pool = pool
 
     def close(self) -> None:
-        converters, self._converters = self._converters, []
-        for converter in converters:
-            converter.close()
+        with self._pool_lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
     def run(self, tasks: Iterable[_Task]) -> None:
         """Run `tasks` and everything they lead to; fold results in on this thread (the DuckDB connection's).

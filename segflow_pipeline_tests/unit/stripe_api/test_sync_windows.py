@@ -213,23 +213,51 @@ def test_read_plan(ids, stored, expected):
     assert sync.read_plan(ids, since=1_000, stored=stored) == expected
 
 
-def test_helper_process_builds_the_same_rows():
-    body = orjson.dumps({"object": "list", "has_more": True, "data": [
-        {"id": "cus_2", "object": "customer", "created": 20, "email": "b@x"},
-        {"id": "cus_1", "object": "customer", "created": 10, "discount": {"id": "di_1", "source": {"coupon": "C"}}},
-        {"id": 7},
-    ]})
-    helper = sync._ConversionProcess()
+CUSTOMERS_PAGE = orjson.dumps({"object": "list", "has_more": True, "data": [
+    {"id": "cus_2", "object": "customer", "created": 20, "email": "b@x"},
+    {"id": "cus_1", "object": "customer", "created": 10, "discount": {"id": "di_1", "source": {"coupon": "C"}}},
+    {"id": 7},
+]})
+
+
+def test_helper_processes_build_the_same_rows():
+    body = CUSTOMERS_PAGE
+    pool = sync._HelperPool(2)
     try:
-        page = helper.try_convert("customers", body, "acme", {}, False)
+        # More pages than helpers and pipeline slots, from many threads at once: every answer reaches its caller.
+        pages: list = [None] * 12
+        threads = [threading.Thread(target=lambda i=i: pages.__setitem__(
+            i, pool.convert("customers", body, f"acme{i}", {}, False))) for i in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
     finally:
-        helper.close()
-    here = sync.objects.page_rows("customers", body, "acme", {})
-    assert page is not None and helper.proc.returncode == 0
-    assert (page.has_more, page.last_id, page.last_created, page.newest_created) == (True, "cus_1", 10, 20)
-    for table in ("customers", "discounts"):
-        assert page.rows.tables[table].equals(here.rows.tables[table])
-    assert page.rows.quarantined_ids == here.rows.quarantined_ids == [("customer", None)]
+        pool.close()
+    assert all(helper.proc.returncode == 0 for helper in pool.helpers)
+    for i, page in enumerate(pages):
+        here = sync.objects.page_rows("customers", body, f"acme{i}", {})
+        assert page is not None
+        assert (page.has_more, page.last_id, page.last_created, page.newest_created) == (True, "cus_1", 10, 20)
+        for table in ("customers", "discounts"):
+            assert page.rows.tables[table].equals(here.rows.tables[table])
+        assert page.rows.quarantined_ids == here.rows.quarantined_ids == [("customer", None)]
+
+
+def test_a_helper_that_dies_hands_its_pages_back():
+    pool = sync._HelperPool(1)
+    try:
+        assert pool.convert("customers", CUSTOMERS_PAGE, "acme", {}, False) is not None
+        pool.helpers[0].proc.kill()
+        pool.helpers[0].proc.wait()
+        try:  # the pool may not have noticed yet: then the job fails instead of hanging
+            assert pool.convert("customers", CUSTOMERS_PAGE, "acme", {}, False) is None
+        except OSError as exc:
+            assert "row-building helper" in str(exc)
+        assert pool.alive == 0
+        assert pool.convert("customers", CUSTOMERS_PAGE, "acme", {}, False) is None  # callers build rows then
+    finally:
+        pool.close()
 
 
 def test_a_cursor_of_another_key_never_drives_an_incremental_sync():

@@ -593,6 +593,68 @@ class Page:
     truncated: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     events: list[tuple] = field(default_factory=list)
     deleted: bool = False
+    embedded: dict[str, list[str]] = field(default_factory=dict)
+
+
+# What an incremental sync asks Stripe to expand in the invoices it reads (`expand[]`): the customer and the
+# subscription of each invoice, as current objects (https://docs.stripe.com/expand). The invoices' own rows keep
+# the ids, as Stripe lists them unexpanded; the expanded objects become rows of their own (`take_expanded`).
+INVOICE_EXPANSIONS = ("customer", "parent.subscription_details.subscription")
+EXPANDED_KINDS = ("customers", "subscriptions")
+
+
+def _complete_customer(obj: Any) -> bool:
+    return (isinstance(obj, dict) and obj.get("object") == "customer" and isinstance(obj.get("id"), str)
+            and not obj.get("deleted"))
+
+
+def _complete_subscription(obj: Any) -> bool:
+    """Whether an expanded subscription equals what the sync's own reads return: those expand its discounts and
+    its items' discounts, which an expansion inside an invoice cannot reach (4 levels at most). With no discounts
+    at all and every item embedded, there is nothing to expand, so the objects are the same."""
+    if not (isinstance(obj, dict) and obj.get("object") == "subscription" and isinstance(obj.get("id"), str)):
+        return False
+    items = obj.get("items")
+    if obj.get("discounts") != [] or obj.get("discount") is not None or not isinstance(items, dict):
+        return False
+    data = items.get("data")
+    return (items.get("has_more") is False and isinstance(data, list)
+            and all(isinstance(item, dict) and item.get("discounts") == [] for item in data))
+
+
+def take_expanded(invoices: list) -> dict[str, list[dict]]:
+    """Put ids back in place of the customer and subscription objects expanded in `invoices` (in place) and
+    return those objects by kind, one per id, when they can stand for a read of their own (else the caller
+    reads them by id)."""
+    found: dict[str, dict[str, dict]] = {"customers": {}, "subscriptions": {}}
+    for invoice in invoices:
+        if not isinstance(invoice, dict):
+            continue
+        customer = invoice.get("customer")
+        if isinstance(customer, dict):
+            invoice["customer"] = customer.get("id")
+            if _complete_customer(customer):
+                found["customers"][customer["id"]] = customer
+        parent = invoice.get("parent")
+        details = parent.get("subscription_details") if isinstance(parent, dict) else None
+        subscription = details.get("subscription") if isinstance(details, dict) else None
+        if isinstance(subscription, dict):
+            details["subscription"] = subscription.get("id")
+            if _complete_subscription(subscription):
+                found["subscriptions"][subscription["id"]] = subscription
+    return {kind: list(objs.values()) for kind, objs in found.items() if objs}
+
+
+def merge_rows(parts: Iterable[Rows]) -> Rows:
+    """One Rows of several, tables of the same name concatenated."""
+    tables: dict[str, list[pa.Table]] = {}
+    quarantined: list[tuple[str, str | None]] = []
+    for part in parts:
+        for name, table in part.tables.items():
+            tables.setdefault(name, []).append(table)
+        quarantined.extend(part.quarantined_ids)
+    return Rows({name: t[0] if len(t) == 1 else pa.concat_tables(t, memory_pool=POOL) for name, t in tables.items()},
+                quarantined)
 
 
 _EMBEDDED = {"subscriptions": "items", "invoices": "lines"}
@@ -618,8 +680,12 @@ def page_rows(kind: str, body: bytes, integration: str, context: dict | None = N
         data = parsed.get("data") if isinstance(parsed, dict) else None
         data = data if isinstance(data, list) else []
         has_more = bool(parsed.get("has_more")) and bool(data)
+    expanded = take_expanded(data) if kind == "invoices" and (context or {}).get("expanded") else {}
     rows = rows_of(kind, data, integration, context=context)
+    if expanded:
+        rows = merge_rows([rows, *(rows_of(other, objs, integration) for other, objs in expanded.items())])
     page = Page(rows, has_more=has_more)
+    page.embedded = {other: [obj["id"] for obj in objs] for other, objs in expanded.items()}
     # The cursor is the last object with an id (a malformed one at the end must not end the paging).
     readable = [obj for obj in data if isinstance(obj, dict) and isinstance(obj.get("id"), str) and obj["id"]]
     if readable:

@@ -327,3 +327,49 @@ def test_a_bad_item_quarantines_its_subscription_whole():
 
 def test_empty_page_gives_no_tables():
     assert objects.subscription_rows([], "default").tables == {}
+
+
+def expanded_invoices_page(stripe_examples, subscription: dict, customer: dict) -> tuple[bytes, dict]:
+    invoice = example(stripe_examples, "invoice")
+    invoice["parent"] = {"type": "subscription_details", "quote_details": None,
+                         "subscription_details": {"metadata": None, "subscription": subscription["id"]}}
+    invoice["customer"] = customer["id"]
+    plain = copy.deepcopy(invoice)
+    invoice["customer"] = customer
+    invoice["parent"]["subscription_details"]["subscription"] = subscription
+    body = json.dumps({"object": "list", "has_more": False, "data": [invoice]}).encode()
+    return body, plain
+
+
+def test_customers_and_subscriptions_expanded_in_invoices_become_their_own_rows(stripe_examples):
+    subscription, customer = example(stripe_examples, "subscription"), example(stripe_examples, "customer")
+    body, plain = expanded_invoices_page(stripe_examples, subscription, customer)
+    page = objects.page_rows("invoices", body, "acme", {"expanded": True})
+    assert page.embedded == {"customers": [customer["id"]], "subscriptions": [subscription["id"]]}
+    # The invoice is stored as Stripe lists it unexpanded; the others as their own reads return them.
+    assert page.rows.tables["invoices"].equals(objects.invoice_rows([plain], "acme").tables["invoices"])
+    for kind, obj in (("customers", customer), ("subscriptions", subscription)):
+        assert page.rows.tables[kind].drop(["raw"]).equals(
+            objects.rows_of(kind, [obj], "acme").tables[kind].drop(["raw"]))
+        assert json.loads(only(page.rows, kind)["raw"]) == obj
+    assert page.rows.tables["subscription_items"].num_rows == len(subscription["items"]["data"])
+    # Without the flag nothing is taken apart (the full sync never asks for expansions).
+    assert objects.page_rows("invoices", body, "acme").embedded == {}
+
+
+@pytest.mark.parametrize("change", ["discount", "item_discount", "items_truncated", "deleted_customer"])
+def test_expanded_objects_the_expansion_cannot_complete_are_left_to_a_read_by_id(stripe_examples, change):
+    subscription, customer = example(stripe_examples, "subscription"), example(stripe_examples, "customer")
+    if change == "discount":
+        subscription["discounts"] = ["di_1"]  # its discounts are only expanded when read directly
+    elif change == "item_discount":
+        subscription["items"]["data"][0]["discounts"] = ["di_2"]
+    elif change == "items_truncated":
+        subscription["items"]["has_more"] = True
+    else:
+        customer = {"id": customer["id"], "object": "customer", "deleted": True}
+    body, plain = expanded_invoices_page(stripe_examples, subscription, customer)
+    page = objects.page_rows("invoices", body, "acme", {"expanded": True})
+    taken = "customers" if change == "deleted_customer" else "subscriptions"
+    assert taken not in page.embedded and taken not in page.rows.tables
+    assert page.rows.tables["invoices"].equals(objects.invoice_rows([plain], "acme").tables["invoices"])

@@ -70,6 +70,8 @@ HELPERS = int(os.environ.get("SEGFLOW_SYNC_HELPERS", "2"))
 # Pages fetched but not yet written to DuckDB, at most. Writing is the slower side of a large sync, so workers
 # wait here whatever the bound; a larger one only holds more rows in memory (about 0.5 MB per 100-invoice page).
 MAX_QUEUED_RESULTS = 16
+# Arrow batches (each at most FLUSH_ROWS rows or about FLUSH_BYTES) waiting for the DuckDB writer thread.
+WRITE_QUEUE = 4
 
 
 @dataclass(frozen=True)
@@ -639,7 +641,12 @@ class _Sink:
 
 
 class _StagingSink(_Sink):
-    """Streams rows into `stripe_staging`, one Arrow batch per table every FLUSH_ROWS rows."""
+    """Streams rows into `stripe_staging`, one Arrow batch per table every FLUSH_ROWS rows.
+
+    The appends run on a writer thread of their own, so results keep being folded in (and requests keep flowing)
+    while DuckDB writes or checkpoints; at most WRITE_QUEUE batches wait for it (bounded memory). The connection
+    belongs to that thread until `close`.
+    """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, progress: Progress | None, started: float) -> None:
         super().__init__(progress, started)
@@ -647,11 +654,15 @@ class _StagingSink(_Sink):
         self.buffers: dict[str, list[pa.Table]] = {}
         self.buffered_rows: dict[str, int] = {}
         self.buffered_bytes = 0
+        self._writes: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE)
+        self._error: BaseException | None = None
+        self._writer = threading.Thread(target=self._write_loop, name="stripe-sync-writer", daemon=True)
+        self._writer.start()
 
     def store(self, table: str, data: pa.Table) -> None:
         self.buffers.setdefault(table, []).append(data)
         self.buffered_rows[table] = self.buffered_rows.get(table, 0) + data.num_rows
-        self.buffered_bytes += data.nbytes
+        self.buffered_bytes += data.get_total_buffer_size()
         if self.buffered_rows[table] >= FLUSH_ROWS:
             self._flush_table(table)
         if self.buffered_bytes >= FLUSH_BYTES:
@@ -661,13 +672,34 @@ class _StagingSink(_Sink):
         parts = self.buffers.pop(table, [])
         self.buffered_rows.pop(table, None)
         if parts:
-            self.buffered_bytes -= sum(p.nbytes for p in parts)
-            raw.append_staging(self.con, table, parts)
+            self.buffered_bytes -= sum(p.get_total_buffer_size() for p in parts)
+            if self._error is not None:
+                raise self._error
+            self._writes.put((table, parts))
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._writes.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    raw.append_staging(self.con, *item)
+                except BaseException as exc:  # raised on the folding thread at its next flush or at close
+                    self._error = exc
 
     def flush(self) -> None:
         for table in list(self.buffers):
             self._flush_table(table)
         self.buffered_bytes = 0
+
+    def close(self, check: bool = True) -> None:
+        """Wait until everything handed to the writer is written; the connection is the caller's again."""
+        if self._writer.is_alive():
+            self._writes.put(None)
+            self._writer.join()
+        if check and self._error is not None:
+            raise self._error
 
 
 class _MemorySink(_Sink):
@@ -859,9 +891,13 @@ def _full(reader: StripeReader, con: duckdb.DuckDBPyConnection, integration: str
     with raw.bulk_loading(con):
         try:
             engine.run(tasks)
-        finally:
+            sink.flush()
+        except BaseException:
             engine.close()
-        sink.flush()
+            sink.close(check=False)  # the first error is the one to report
+            raise
+        engine.close()
+        sink.close()
         for spec in (*LISTS, EVENTS):
             sink.report_progress(spec.kind)
         raw.fill_subscription_periods(con, raw.STAGING, integration, engine.paged_items)

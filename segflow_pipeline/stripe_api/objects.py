@@ -590,6 +590,7 @@ class Page:
     last_id: str | None = None
     last_created: int | None = None
     newest_created: int | None = None
+    last_second: int = 0           # objects of the page created in the same second as its last one
     truncated: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     events: list[tuple] = field(default_factory=list)
     deleted: bool = False
@@ -692,6 +693,7 @@ def page_rows(kind: str, body: bytes, integration: str, context: dict | None = N
         page.last_id = readable[-1]["id"]
         page.last_created = _int_or_none(readable[-1].get("created"))
         page.newest_created = _int_or_none(readable[0].get("created"))
+        page.last_second = sum(1 for obj in readable if obj.get("created") == page.last_created)
     name = _EMBEDDED.get(kind)
     if name is not None:
         bad = {object_id for _, object_id in rows.quarantined_ids}

@@ -22,6 +22,8 @@ it is now, is not read again by id (most changes create an invoice, so this save
 from __future__ import annotations
 
 import datetime as dt
+import heapq
+import itertools
 import os
 import pickle
 import struct
@@ -62,6 +64,10 @@ PROGRESS_EVERY_S = 2.0
 CLOCK_SKEW_S = 86400
 # At most this many windows from one split; more come from splitting those windows later.
 MAX_SPLIT = 8
+# The rest of a window is split when it looks larger than this many pages, whether or not workers are idle.
+SPLIT_ABOVE_PAGES = 2
+# A page whose last this many objects share one second ends in a crowded second: paged on as a window of its own.
+DENSE_SECOND = 20
 # A full sync that reaches this many pages starts the row-building helper process.
 OFFLOAD_AFTER_PAGES = 50
 # Helper processes started then. Every page then waits for a helper: the sync process only fetches and writes,
@@ -201,6 +207,7 @@ class _Task:
     hi: int | None = None
     context: dict[str, Any] = field(default_factory=dict)   # children: parent ids; retrieve: object id
     retrieve: str | None = None    # retrieve one object by id
+    left: float = 0.0              # pages the window seemed to hold after the previous page (scheduling only)
 
 
 @dataclass
@@ -211,6 +218,7 @@ class _Result:
     last_id: str | None = None
     last_created: int | None = None
     newest_created: int | None = None
+    last_second: int = 0
     children: list[_Task] = field(default_factory=list)
     paged_items: list[str] = field(default_factory=list)
     deleted: str | None = None     # retrieve: the object is gone (404 or `deleted: true`)
@@ -306,7 +314,8 @@ class _HelperPool:
     PIPELINE = 2
 
     def __init__(self, size: int) -> None:
-        self.jobs: queue.Queue = queue.Queue()
+        self.jobs: queue.PriorityQueue = queue.PriorityQueue()  # (urgency, seq, job); None-jobs stop senders
+        self._seq = itertools.count()
         self.helpers: list[_ConversionProcess] = []
         self.alive = 0
         self._lock = threading.Lock()
@@ -323,12 +332,14 @@ class _HelperPool:
                 thread.start()
                 self._threads.append(thread)
 
-    def convert(self, kind: str, body: bytes, integration: str, context: dict, single: bool) -> objects.Page | None:
-        """The page's rows built by a helper; None when no helper is left (build them here then)."""
+    def convert(self, kind: str, body: bytes, integration: str, context: dict, single: bool,
+                urgent: bool = False) -> objects.Page | None:
+        """The page's rows built by a helper; None when no helper is left (build them here then). Urgent pages
+        (a run of pages waits for them) go ahead of the others."""
         if not self.alive:
             return None
         job = _Job(pickle.dumps((kind, body, integration, context, single), protocol=pickle.HIGHEST_PROTOCOL))
-        self.jobs.put(job)
+        self.jobs.put((0 if urgent else 1, next(self._seq), job))
         job.done.wait()
         if job.error is not None:
             raise job.error
@@ -341,7 +352,7 @@ class _HelperPool:
     def _sender(self, helper: _ConversionProcess, in_flight: deque, slots: threading.Semaphore) -> None:
         while True:
             slots.acquire()
-            job = self.jobs.get()
+            job = self.jobs.get()[-1]
             if job is None:
                 return
             with self._lock:
@@ -380,7 +391,7 @@ class _HelperPool:
             # Nobody takes jobs any more: hand back what is still queued.
             while True:
                 try:
-                    job = self.jobs.get_nowait()
+                    job = self.jobs.get_nowait()[-1]
                 except queue.Empty:
                     return
                 if job is not None:
@@ -391,11 +402,47 @@ class _HelperPool:
         helpers = list(self.helpers)
         self.alive = 0
         for _ in self._threads:
-            self.jobs.put(None)
+            self.jobs.put((2, next(self._seq), None))
         for helper in helpers:
             helper.close()
         for thread in self._threads:
             thread.join(timeout=10)
+
+
+class _Pending:
+    """Tasks not started yet, in the order that keeps a sync short (Stripe pages a list one page per request, so
+    the sync lasts at least as long as its longest run of pages, however many requests run at once):
+
+    0. the next page of a window one second wide: it cannot be split, so it is a run to keep going;
+    1. the first page of a window: it shows how many objects the window holds, and big windows are split;
+    2. children (lines, items past the embedded ones) and objects read by id;
+    3. the next page of any other window, those that seemed to hold the most pages first.
+    Ties go first in, first out.
+    """
+
+    def __init__(self, tasks: Iterable[_Task] = ()) -> None:
+        self._heap: list[tuple[int, float, int, _Task]] = []
+        self._seq = 0
+        self.extend(tasks)
+
+    @staticmethod
+    def priority(task: _Task) -> tuple[int, float]:
+        if task.lo is None or task.hi is None:
+            return 2, 0.0
+        if "starting_after" not in task.params:
+            return 1, 0.0
+        return (0, 0.0) if task.hi - task.lo <= 1 else (3, -task.left)
+
+    def extend(self, tasks: Iterable[_Task]) -> None:
+        for task in tasks:
+            self._seq += 1
+            heapq.heappush(self._heap, (*self.priority(task), self._seq, task))
+
+    def pop(self) -> _Task:
+        return heapq.heappop(self._heap)[-1]
+
+    def __len__(self) -> int:
+        return len(self._heap)
 
 
 class _Engine:
@@ -440,7 +487,8 @@ class _Engine:
             return _Result(task, objects.Rows(), deleted=task.retrieve)
         children, paged_items = _children(task.spec.kind, page)
         return _Result(task, page.rows, has_more=page.has_more, last_id=page.last_id,
-                       last_created=page.last_created, newest_created=page.newest_created, children=children,
+                       last_created=page.last_created, newest_created=page.newest_created,
+                       last_second=page.last_second, children=children,
                        paged_items=paged_items, events=page.events, embedded=page.embedded)
 
     def _page(self, task: _Task, body: bytes, single: bool) -> objects.Page:
@@ -454,7 +502,8 @@ class _Engine:
         pool = self._pool
         if pool is not None:
             try:
-                page = pool.convert(task.spec.kind, body, self.integration, task.context, single)
+                page = pool.convert(task.spec.kind, body, self.integration, task.context, single,
+                                    urgent=_Pending.priority(task)[0] == 0)
             except (OSError, RuntimeError, EOFError, pickle.PickleError) as exc:
                 note = f"a row-building helper process failed ({exc}); its pages were built in the sync process"
                 if note not in self.notes:
@@ -492,7 +541,7 @@ class _Engine:
         Workers take tasks and queue their follow-ups themselves, so requests keep flowing while this thread
         writes to DuckDB; the bounded result queue holds them back if writing falls behind (bounded memory).
         """
-        pending: deque[_Task] = deque(tasks)
+        pending = _Pending(tasks)
         results: queue.Queue = queue.Queue(maxsize=min(4 * self.concurrency, MAX_QUEUED_RESULTS))
         ready = threading.Condition()
         state = {"active": 0, "stop": False}
@@ -507,7 +556,7 @@ class _Engine:
                         ready.wait()
                     if state["stop"]:
                         return
-                    task = pending.popleft()
+                    task = pending.pop()
                     state["active"] += 1
                 try:
                     result = self._run(task)
@@ -522,8 +571,7 @@ class _Engine:
                 with ready:
                     state["active"] -= 1
                     idle = self.concurrency - state["active"] - len(pending)
-                    # Children first: they finish parents whose rows are already on their way.
-                    pending.extendleft(reversed(self._follow_ups(result, idle)))
+                    pending.extend(self._follow_ups(result, idle))
                     ready.notify_all()
 
         threads = [threading.Thread(target=worker, name=f"stripe-sync-{i}", daemon=True)
@@ -576,20 +624,31 @@ class _Engine:
             follow.append(_Task(task.spec, task.path, {**task.params, "starting_after": result.last_id},
                                 context=task.context))
             return follow
-        if idle > 0:
-            # Workers are idle: split the rest; the newest part keeps the cursor (its object lies in it).
-            windows = split_remaining(task.lo, result.last_created, result.newest_created or result.last_created,
-                                      min(idle + 1, MAX_SPLIT))
+        newest = result.newest_created or result.last_created
+        last = result.last_created
+        if task.hi - task.lo > 1 and (newest == last or result.last_second >= DENSE_SECOND):
+            # The page ended in a crowded second (an import, a batch of renewals): that second can only be paged
+            # on with the cursor, so it becomes a window of its own, ahead of other work; the older rest another.
+            follow.append(self._window(task.spec, last, last + 1, result.last_id, left=PAGE_SIZE))
+            if task.lo < last:
+                follow.append(self._window(task.spec, task.lo, last, None))
+            return follow
+        # Pages left at the density this page showed: a large rest is split even while every worker is busy,
+        # so the whole account is mapped early and no long run of pages is found late (the tail of a sync).
+        left = (last - task.lo) / max(1, newest - last)
+        if idle > 0 or left > SPLIT_ABOVE_PAGES:
+            # Split the rest; the newest part keeps the cursor (its object lies in it).
+            windows = split_remaining(task.lo, last, newest, MAX_SPLIT)
         else:
-            windows = [remaining_window(task.lo, result.last_created)]
+            windows = [remaining_window(task.lo, last)]
         for index, (lo, hi) in enumerate(windows):
-            follow.append(self._window(task.spec, lo, hi, result.last_id if index == 0 else None))
+            follow.append(self._window(task.spec, lo, hi, result.last_id if index == 0 else None, left=left))
         return follow
 
     @staticmethod
-    def _window(spec: ListSpec, lo: int, hi: int, cursor: str | None) -> _Task:
+    def _window(spec: ListSpec, lo: int, hi: int, cursor: str | None, left: float = 0.0) -> _Task:
         return _Task(spec, spec.path, window_params(spec.params, lo, hi, cursor), lo=lo, hi=hi,
-                     context=dict(spec.context))
+                     context=dict(spec.context), left=left)
 
 
 # ---------------------------------------------------------------------------------------------------------------

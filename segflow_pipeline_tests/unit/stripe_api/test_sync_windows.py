@@ -114,6 +114,31 @@ def test_windows_are_split_so_many_run_at_once():
     assert len(source.calls) <= full_pages * 1.15  # splitting costs few extra (partly filled) pages
 
 
+def test_a_crowded_second_is_paged_as_a_run_of_its_own():
+    # 3,000 objects created in one second (an import) in the middle of 10,000 spread over years: that second can
+    # only be paged one page after the other, so it becomes a window of its own, paged on ahead of other work.
+    crowded = 1_550_000_000
+    created = [1_500_000_000 + (i * 7919) % 90_000_000 for i in range(10_000)] + [crowded] * 3_000
+    source = ListSource(created, latency=0.003)
+    ids = page_all(source, 8)
+    assert sorted(ids) == sorted(o["id"] for o in source.order)
+    run = [i for i, call in enumerate(source.calls) if call["created"] == {"gte": crowded, "lt": crowded + 1}]
+    assert len(run) >= 29  # 30 pages of that second, each after the previous one
+    assert all("starting_after" in source.calls[i] for i in run[1:])
+    assert len(source.calls) <= (13_000 / 100) * 1.15  # splitting costs few extra (partly filled) pages
+
+
+def test_pending_tasks_come_in_the_order_that_keeps_a_sync_short():
+    spec = sync.BY_KIND["invoices"]
+    first = sync._Engine._window(spec, 0, 1000, None)
+    run = sync._Engine._window(spec, 500, 501, "in_1")
+    big = sync._Engine._window(spec, 0, 400, "in_2", left=30)
+    small = sync._Engine._window(spec, 0, 400, "in_3", left=2)
+    child = sync._Task(sync.LINES, "/v1/invoices/in_4/lines", {"limit": 100})
+    pending = sync._Pending([small, child, big, first, run])
+    assert [pending.pop() for _ in range(len(pending))] == [run, first, child, big, small]
+
+
 @given(lo=st.integers(0, 1_000_000), back=st.integers(0, 10_000_000), span=st.integers(0, 100_000),
        parts=st.integers(1, 16))
 def test_split_remaining_covers_the_rest_exactly_once(lo, back, span, parts):

@@ -237,12 +237,49 @@ def _write_state(con: duckdb.DuckDBPyConnection, state: SyncState) -> None:
                  state.last_sync_at, state.last_mode, state.source])
 
 
+# Copying staged rows into `stripe` re-compresses them, and DuckDB's default for text, DICT_FSST, is slow on long
+# strings: for 170k staged invoices with a ~5 KB `raw` it took 25 of the swap's 27 s. Without DICT_FSST DuckDB
+# picks ZSTD for text averaging at least `zstd_min_string_length` bytes (4096): the same copy took 6 s and the
+# column got smaller. Shorter text would be stored uncompressed instead, so only tables with such long text are
+# copied that way. (A copy of less than a row group, 122,880 rows, goes through the WAL instead and is compressed
+# by the next checkpoint, as before.) Moving the staged tables instead of copying them is not possible: DuckDB
+# cannot move a table to another schema, and staging kept in schema `stripe` would be published with it.
+_TEXT_SAMPLE_ROWS = 10_000
+
+
+def _has_long_text(con: duckdb.DuckDBPyConnection, table: str, integration: str) -> bool:
+    """Whether a text column of the integration's staged rows averages at least `zstd_min_string_length` bytes
+    (over the first `_TEXT_SAMPLE_ROWS` rows: a guess that only chooses how the copy is compressed)."""
+    columns = [f.name for f in TABLES[table] if pa.types.is_string(f.type)]
+    averages = ", ".join(f'avg(strlen("{c}"))' for c in columns)
+    row = con.execute(f"select {averages} from (select * from {STAGING}.{table} where integration = ? "
+                      f"limit {_TEXT_SAMPLE_ROWS})", [integration]).fetchone()
+    threshold = int(con.execute("select current_setting('zstd_min_string_length')").fetchone()[0])
+    return any(average is not None and average >= threshold for average in row)
+
+
+@contextlib.contextmanager
+def _without_dict_fsst(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """DuckDB writes text without DICT_FSST meanwhile (a database-wide setting, restored after)."""
+    previous = con.execute("select current_setting('disabled_compression_methods')").fetchone()[0]
+    methods = [m.strip() for m in previous.split(",") if m.strip()]
+    if "dict_fsst" in (m.lower() for m in methods):
+        yield
+        return
+    con.execute("set disabled_compression_methods = ?", [",".join([*methods, "dict_fsst"])])
+    try:
+        yield
+    finally:
+        con.execute("set disabled_compression_methods = ?", [previous])
+
+
 def swap_full(con: duckdb.DuckDBPyConnection, integration: str, state: SyncState) -> None:
     """Publish a full sync: in one transaction, replace the integration's rows by the staged ones, advance state.
 
     Objects Stripe no longer lists (deleted customers, products, prices, coupons) stay, flagged deleted; events
     older than Stripe's 30-day window stay too. Each key appears once even if the account changed while paging
-    (a line list that moved between two pages of one draft invoice).
+    (a line list that moved between two pages of one draft invoice). Tables with long text (Stripe's JSON) are
+    copied without DICT_FSST compression (see `_has_long_text`).
     """
     params = [integration, integration]
     con.execute("begin transaction")
@@ -260,8 +297,10 @@ def swap_full(con: duckdb.DuckDBPyConnection, integration: str, state: SyncState
         for table in TABLES:
             _drop_staged_duplicates(con, table, integration)
             con.execute(f"delete from {SCHEMA}.{table} where integration = ?", [integration])
-            con.execute(f"insert into {SCHEMA}.{table} by name select * from {STAGING}.{table} "
-                        f"where integration = ?", [integration])
+            copy = _without_dict_fsst(con) if _has_long_text(con, table, integration) else contextlib.nullcontext()
+            with copy:
+                con.execute(f"insert into {SCHEMA}.{table} by name select * from {STAGING}.{table} "
+                            f"where integration = ?", [integration])
             con.execute(f"delete from {STAGING}.{table} where integration = ?", [integration])
         _write_state(con, state)
         con.execute("commit")

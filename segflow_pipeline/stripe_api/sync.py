@@ -700,7 +700,7 @@ class _Sink:
 
 
 class _StagingSink(_Sink):
-    """Streams rows into `stripe_staging`, one Arrow batch per table every FLUSH_ROWS rows.
+    """Streams rows into the staging tables (`raw.begin_staging`), one Arrow batch per table every FLUSH_ROWS rows.
 
     The appends run on a writer thread of their own, so results keep being folded in (and requests keep flowing)
     while DuckDB writes or checkpoints; at most WRITE_QUEUE batches wait for it (bounded memory). The connection
@@ -937,7 +937,6 @@ def sync_account(reader: StripeReader, con: duckdb.DuckDBPyConnection, integrati
 
 def _full(reader: StripeReader, con: duckdb.DuckDBPyConnection, integration: str, progress: Progress | None,
           concurrency: int, started_wall: float, started: float) -> tuple[_Sink, list[str]]:
-    raw.clear_staging(con, integration)
     sink = _StagingSink(con, progress, started)
     engine = _Engine(reader, integration, concurrency, sink)
     engine.keep_events = False
@@ -948,18 +947,27 @@ def _full(reader: StripeReader, con: duckdb.DuckDBPyConnection, integration: str
     tasks = [engine._window(spec, 0, hi, None) for spec in LISTS]
     tasks.append(engine._window(EVENTS, events_lo, hi, None))
     with raw.bulk_loading(con):
+        # Staging and publishing are one transaction: DuckDB then writes the staged rows once, straight into the
+        # file, instead of into its write-ahead log first and again at each checkpoint (half the writing, and no
+        # checkpoint pauses mid-sync), publishing renames them into place, and a failed or killed sync leaves
+        # nothing behind.
+        raw.begin_staging(con)
         try:
-            engine.run(tasks)
-            sink.flush()
-        except BaseException:
+            try:
+                engine.run(tasks)
+                sink.flush()
+            except BaseException:
+                engine.close()
+                sink.close(check=False)  # the first error is the one to report
+                raise
             engine.close()
-            sink.close(check=False)  # the first error is the one to report
+            sink.close()
+            for spec in (*LISTS, EVENTS):
+                sink.report_progress(spec.kind)
+            raw.fill_subscription_periods(con, integration, engine.paged_items, in_staging=True)
+        except BaseException:
+            con.execute("rollback")
             raise
-        engine.close()
-        sink.close()
-        for spec in (*LISTS, EVENTS):
-            sink.report_progress(spec.kind)
-        raw.fill_subscription_periods(con, raw.STAGING, integration, engine.paged_items)
         newest = engine.newest_event
         state = raw.SyncState(
             integration=integration,

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import duckdb
 
+from segflow_pipeline.warehouse import raw
+
 PUBLISHED_SCHEMAS = ("stripe", "metrics", "marts")
 # DuckDB's own default is 80 % of RAM, whatever else runs on the machine: a full sync then keeps every block it
 # wrote cached. Under this limit it evicts or spills them instead (benchmarks/bench_sync.py --rss-lines).
@@ -99,6 +101,7 @@ def connect(path: Path) -> duckdb.DuckDBPyConnection:
         con.close()
         raise ValueError(f"{MEMORY_LIMIT_ENV}={limit!r} is not a DuckDB memory limit (e.g. 512MB, 2GB): {exc}"
                          ) from None
+    raw.apply_text_storage(con)
     return con
 
 
@@ -130,6 +133,7 @@ def publish(published: Path, integrations: list[str], *, timeout_s: float = 600.
             stale.unlink(missing_ok=True)
         con = duckdb.connect(str(tmp))
         try:
+            raw.apply_text_storage(con)  # the published copy is written as compactly and as fast as the working files
             counts = _union_into(con, [ready_path(published, name) for name in integrations])
             con.execute("checkpoint")
         finally:

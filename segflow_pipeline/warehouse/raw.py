@@ -7,8 +7,9 @@ staging tables, and the two ways a sync lands its data, each in ONE transaction 
 A sync killed at any point therefore leaves either the previous state or the new one, never a mix. Rows of other
 integrations are never read or written. What does not belong here: talking to Stripe, turning objects into rows.
 
-Staging lives in schema `stripe_staging` (same tables, same columns); a full sync clears its integration's staging
-rows first, so leftovers of a killed run are never published.
+A full sync stages its rows in tables `stripe._staged_<table>` (same columns) that it creates inside its own
+transaction (`begin_staging`), and `swap_full` puts them in place of `stripe.<table>` by renaming them, in that same
+transaction: nothing is copied twice, and a sync that fails or is killed leaves no staged table and no staged row.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ import pyarrow as pa
 from segflow_pipeline.stripe_api.tables import PRIMARY_KEYS, TABLES
 
 SCHEMA = "stripe"
-STAGING = "stripe_staging"
+STAGED_PREFIX = "_staged_"
+# Where older versions staged full syncs; dropped by `ensure_tables`.
+OLD_STAGING_SCHEMA = "stripe_staging"
 STATE_TABLE = f"{SCHEMA}.sync_state"
 
 # Tables whose rows belong to a parent object: when the parent is re-read, its children are replaced as a set
@@ -83,13 +86,14 @@ STATE_COLUMNS = (("integration", "VARCHAR"), ("last_event_id", "VARCHAR"), ("las
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Schema `stripe` with every table of `tables.TABLES`, `stripe.sync_state`, and the staging copies.
+    """Schema `stripe` with every table of `tables.TABLES` and `stripe.sync_state`.
 
     Idempotent; columns added to `tables.py` later are added to existing tables.
     """
     con.execute("begin transaction")
     try:
-        for schema_name in (SCHEMA, STAGING):
+        con.execute(f"drop schema if exists {OLD_STAGING_SCHEMA} cascade")
+        for schema_name in (SCHEMA,):
             con.execute(f"create schema if not exists {schema_name}")
             for table, schema in TABLES.items():
                 con.execute(create_table_sql(schema_name, table))
@@ -125,13 +129,20 @@ def event_ids_since(con: duckdb.DuckDBPyConnection, integration: str, since: dt.
         f"select id from {SCHEMA}.events where integration = ? and created >= ?", [integration, since]).fetchall()}
 
 
-def clear_staging(con: duckdb.DuckDBPyConnection, integration: str) -> None:
-    """Forget what an earlier (maybe killed) full sync of this integration staged."""
+def staged(table: str) -> str:
+    """The staging table of `table` (exists only inside a full sync's transaction, see `begin_staging`)."""
+    return f'{SCHEMA}."{STAGED_PREFIX}{table}"'
+
+
+def begin_staging(con: duckdb.DuckDBPyConnection) -> None:
+    """Begin a full sync's transaction and create its empty staging tables in it. End it with `swap_full` (or a
+    rollback): until then nobody else sees the staging tables, and a killed process leaves none behind."""
     con.execute("begin transaction")
     try:
-        for table in TABLES:
-            con.execute(f"delete from {STAGING}.{table} where integration = ?", [integration])
-        con.execute("commit")
+        for table, schema in TABLES.items():
+            con.execute(f"drop table if exists {staged(table)}")
+            columns = ", ".join(f'"{f.name}" {duckdb_type(f.type)}' for f in schema)
+            con.execute(f"create table {staged(table)} ({columns})")
     except BaseException:
         con.execute("rollback")
         raise
@@ -147,17 +158,18 @@ def bulk_loading(con: duckdb.DuckDBPyConnection, wal_limit: str = "256MB") -> It
     # Row order means nothing in these tables; keeping it makes large INSERT ... SELECTs hold more in memory.
     con.execute("set preserve_insertion_order = false")
     try:
-        yield
+        with text_storage(con):
+            yield
     finally:
         con.execute("set checkpoint_threshold = ?", [previous[0]])
         con.execute("set preserve_insertion_order = ?", [previous[1]])
 
 
 def append_staging(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table | Sequence[pa.Table]) -> int:
-    """Append Arrow rows (one table or several with the table's schema) to `stripe_staging.<table>`."""
+    """Append Arrow rows (one table or several with the table's schema) to the staging table of `table`."""
     batch = data if isinstance(data, pa.Table) else pa.concat_tables(list(data), memory_pool=pa.system_memory_pool())
     if batch.num_rows:
-        _insert(con, f"{STAGING}.{table}", batch)
+        _insert(con, staged(table), batch)
     return batch.num_rows
 
 
@@ -171,12 +183,12 @@ def _insert(con: duckdb.DuckDBPyConnection, target: str, batch: pa.Table) -> Non
 
 
 def staged_rows(con: duckdb.DuckDBPyConnection, integration: str) -> dict[str, int]:
-    return {table: con.execute(f"select count(*) from {STAGING}.{table} where integration = ?",
+    return {table: con.execute(f"select count(*) from {staged(table)} where integration = ?",
                                [integration]).fetchone()[0] for table in TABLES}
 
 
-def fill_subscription_periods(con: duckdb.DuckDBPyConnection, schema_name: str, integration: str,
-                              subscriptions: Iterable[str]) -> None:
+def fill_subscription_periods(con: duckdb.DuckDBPyConnection, integration: str, subscriptions: Iterable[str], *,
+                              in_staging: bool = False) -> None:
     """For subscriptions whose items were paged beyond the embedded ones: period = earliest item start, latest end.
 
     basil+ keeps periods on items only (https://docs.stripe.com/changelog/basil/2025-03-31/deprecate-subscription-
@@ -185,15 +197,16 @@ def fill_subscription_periods(con: duckdb.DuckDBPyConnection, schema_name: str, 
     ids = sorted(set(subscriptions))
     if not ids:
         return
-    if schema_name not in (SCHEMA, STAGING):
-        raise ValueError(f"unknown schema {schema_name!r}")
+    subscriptions_table, items_table = (
+        (staged("subscriptions"), staged("subscription_items")) if in_staging
+        else (f"{SCHEMA}.subscriptions", f"{SCHEMA}.subscription_items"))
     con.execute(
-        f"""update {schema_name}.subscriptions s
+        f"""update {subscriptions_table} s
             set current_period_start = least(s.current_period_start, m.period_start),
                 current_period_end = greatest(s.current_period_end, m.period_end)
             from (select subscription, min(current_period_start) as period_start,
                          max(current_period_end) as period_end
-                  from {schema_name}.subscription_items
+                  from {items_table}
                   where integration = ? and subscription in (select unnest(?::varchar[]))
                   group by subscription) m
             where s.integration = ? and s.id = m.subscription""",
@@ -212,12 +225,12 @@ def _drop_staged_duplicates(con: duckdb.DuckDBPyConnection, table: str, integrat
     if table == "quarantine":
         return
     keys = ", ".join(f'"{c}"' for c in PRIMARY_KEYS[table])
-    staged = f"{STAGING}.{table}"
-    duplicated = con.execute(f"select count(*) from (select 1 from {staged} where integration = ? "
+    rows = staged(table)
+    duplicated = con.execute(f"select count(*) from (select 1 from {rows} where integration = ? "
                              f"group by {keys} having count(*) > 1)", [integration]).fetchone()[0]
     if duplicated:
-        con.execute(f"delete from {staged} where integration = ? and rowid not in "
-                    f"(select min(rowid) from {staged} where integration = ? group by {keys})",
+        con.execute(f"delete from {rows} where integration = ? and rowid not in "
+                    f"(select min(rowid) from {rows} where integration = ? group by {keys})",
                     [integration, integration])
 
 
@@ -237,71 +250,60 @@ def _write_state(con: duckdb.DuckDBPyConnection, state: SyncState) -> None:
                  state.last_sync_at, state.last_mode, state.source])
 
 
-# Copying staged rows into `stripe` re-compresses them, and DuckDB's default for text, DICT_FSST, is slow on long
-# strings: for 170k staged invoices with a ~5 KB `raw` it took 25 of the swap's 27 s. Without DICT_FSST DuckDB
-# picks ZSTD for text averaging at least `zstd_min_string_length` bytes (4096): the same copy took 6 s and the
-# column got smaller. Shorter text would be stored uncompressed instead, so only tables with such long text are
-# copied that way. (A copy of less than a row group, 122,880 rows, goes through the WAL instead and is compressed
-# by the next checkpoint, as before.) Moving the staged tables instead of copying them is not possible: DuckDB
-# cannot move a table to another schema, and staging kept in schema `stripe` would be published with it.
-_TEXT_SAMPLE_ROWS = 10_000
+# How DuckDB stores text. Its default for text, DICT_FSST, is slow on long strings, and Stripe's JSON (`raw`) is
+# kilobytes per object: copying 170k staged invoices into `stripe` spent 25 of its 27 s compressing them. ZSTD for
+# text of 256 bytes and more writes about twice as fast and takes a third of the space (860 MB of invoice rows:
+# 3.7 s and 118 MB against 7.6 s and 356 MB). Set on every pipeline connection (`warehouse.files.connect`) and, for
+# other connections, while a full sync loads (`bulk_loading`).
+TEXT_STORAGE = {"disabled_compression_methods": "dict_fsst", "zstd_min_string_length": "256"}
 
 
-def _has_long_text(con: duckdb.DuckDBPyConnection, table: str, integration: str) -> bool:
-    """Whether a text column of the integration's staged rows averages at least `zstd_min_string_length` bytes
-    (over the first `_TEXT_SAMPLE_ROWS` rows: a guess that only chooses how the copy is compressed)."""
-    columns = [f.name for f in TABLES[table] if pa.types.is_string(f.type)]
-    averages = ", ".join(f'avg(strlen("{c}"))' for c in columns)
-    row = con.execute(f"select {averages} from (select * from {STAGING}.{table} where integration = ? "
-                      f"limit {_TEXT_SAMPLE_ROWS})", [integration]).fetchone()
-    threshold = int(con.execute("select current_setting('zstd_min_string_length')").fetchone()[0])
-    return any(average is not None and average >= threshold for average in row)
+def apply_text_storage(con: duckdb.DuckDBPyConnection) -> None:
+    for name, value in TEXT_STORAGE.items():
+        con.execute(f"set {name} = ?", [value])
 
 
 @contextlib.contextmanager
-def _without_dict_fsst(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """DuckDB writes text without DICT_FSST meanwhile (a database-wide setting, restored after)."""
-    previous = con.execute("select current_setting('disabled_compression_methods')").fetchone()[0]
-    methods = [m.strip() for m in previous.split(",") if m.strip()]
-    if "dict_fsst" in (m.lower() for m in methods):
-        yield
-        return
-    con.execute("set disabled_compression_methods = ?", [",".join([*methods, "dict_fsst"])])
+def text_storage(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """`TEXT_STORAGE` meanwhile (database-wide settings), the previous settings restored after."""
+    names = list(TEXT_STORAGE)
+    previous = con.execute("select " + ", ".join(f"current_setting('{n}')" for n in names)).fetchone()
+    apply_text_storage(con)
     try:
         yield
     finally:
-        con.execute("set disabled_compression_methods = ?", [previous])
+        for name, value in zip(names, previous):
+            con.execute(f"set {name} = ?", [str(value)])
 
 
 def swap_full(con: duckdb.DuckDBPyConnection, integration: str, state: SyncState) -> None:
-    """Publish a full sync: in one transaction, replace the integration's rows by the staged ones, advance state.
+    """Publish a full sync and end its transaction (`begin_staging`): the integration's rows in `stripe` become the
+    staged ones, and the state advances; on any error everything is rolled back.
 
     Objects Stripe no longer lists (deleted customers, products, prices, coupons) stay, flagged deleted; events
     older than Stripe's 30-day window stay too. Each key appears once even if the account changed while paging
-    (a line list that moved between two pages of one draft invoice). Tables with long text (Stripe's JSON) are
-    copied without DICT_FSST compression (see `_has_long_text`).
+    (a line list that moved between two pages of one draft invoice). Rows of other integrations are copied into the
+    staging tables; then each staging table is renamed in place of its table, so the sync's own rows, written
+    once, are never copied (copying 170k invoices' JSON took 10-27 s).
     """
     params = [integration, integration]
-    con.execute("begin transaction")
     try:
         for table in DELETABLE:
             con.execute(
-                f"""insert into {STAGING}.{table} by name
+                f"""insert into {staged(table)} by name
                     select * replace (true as deleted) from {SCHEMA}.{table} o
                     where o.integration = ? and not exists (
-                        select 1 from {STAGING}.{table} s where s.integration = ? and s.id = o.id)""", params)
+                        select 1 from {staged(table)} s where s.integration = ? and s.id = o.id)""", params)
         con.execute(
-            f"""insert into {STAGING}.events by name select * from {SCHEMA}.events o
+            f"""insert into {staged("events")} by name select * from {SCHEMA}.events o
                 where o.integration = ? and not exists (
-                    select 1 from {STAGING}.events s where s.integration = ? and s.id = o.id)""", params)
+                    select 1 from {staged("events")} s where s.integration = ? and s.id = o.id)""", params)
         for table in TABLES:
             _drop_staged_duplicates(con, table, integration)
-            con.execute(f"delete from {SCHEMA}.{table} where integration = ?", [integration])
-            copy = _without_dict_fsst(con) if _has_long_text(con, table, integration) else contextlib.nullcontext()
-            with copy:
-                con.execute(f"insert into {SCHEMA}.{table} by name select * from {STAGING}.{table} "
-                            f"where integration = ?", [integration])
-            con.execute(f"delete from {STAGING}.{table} where integration = ?", [integration])
+            con.execute(f"insert into {staged(table)} by name select * from {SCHEMA}.{table} "
+                        f"where integration <> ?", [integration])
+            con.execute(f"drop table {SCHEMA}.{table}")
+            con.execute(f'alter table {staged(table)} rename to "{table}"')
         _write_state(con, state)
         con.execute("commit")
     except BaseException:
@@ -384,7 +386,7 @@ def apply_changes(con: duckdb.DuckDBPyConnection, integration: str, changes: Cha
                     if parent == table:
                         con.execute(f'delete from {SCHEMA}.{child} where integration = ? and "{column}" in '
                                     f"(select unnest(?::varchar[]))", [integration, ids])
-        fill_subscription_periods(con, SCHEMA, integration, changes.period_from_items)
+        fill_subscription_periods(con, integration, changes.period_from_items)
         _write_state(con, state)
         con.execute("commit")
     except BaseException:

@@ -46,7 +46,7 @@ def rows(table: str, integration: str, keys: list[str], raw_size: int = 40, tag:
 
 
 def stage(con, integration: str, keys: list[str], **kwargs) -> None:
-    raw.clear_staging(con, integration)
+    raw.begin_staging(con)
     for table in TABLES:
         raw.append_staging(con, table, rows(table, integration, keys, **kwargs))
 
@@ -57,15 +57,20 @@ def key_values(con, table: str, integration: str) -> list:
                                       [integration]).fetchall()]
 
 
-def everything(con, schema: str, integration: str) -> dict[str, list]:
-    return {t: con.execute(f"select * from {schema}.{t} where integration = ? order by all", [integration]).fetchall()
+def everything(con, where: str, integration: str) -> dict[str, list]:
+    """Rows of every table of `stripe` (where="stripe") or of the open full sync's staging (where="staged")."""
+    name = raw.staged if where == "staged" else (lambda t: f"{raw.SCHEMA}.{t}")
+    return {t: con.execute(f"select * from {name(t)} where integration = ? order by all", [integration]).fetchall()
             for t in TABLES}
 
 
 def layouts(con) -> dict:
-    return {(schema, table): con.execute(f"describe {schema}.{table}").fetchall()
-            for schema in (raw.SCHEMA, raw.STAGING) for table in (*TABLES, "sync_state")
-            if schema == raw.SCHEMA or table != "sync_state"}
+    return {table: con.execute(f"describe {raw.SCHEMA}.{table}").fetchall() for table in (*TABLES, "sync_state")}
+
+
+def tables_of(con, schema: str) -> set[str]:
+    return {r[0] for r in con.execute("select table_name from duckdb_tables() where schema_name = ?",
+                                      [schema]).fetchall()}
 
 
 def test_second_swap_replaces_only_this_integration_flags_deleted_keeps_old_events(con):
@@ -74,9 +79,10 @@ def test_second_swap_replaces_only_this_integration_flags_deleted_keeps_old_even
     stage(con, "acme", ["a1", "a2"], tag="first")
     raw.swap_full(con, "acme", state("acme", "evt_1"))
     other_before = everything(con, raw.SCHEMA, "other")
-    # A killed full sync of a third account left staged rows behind: neither published nor cleared by acme's swap.
-    for table in TABLES:
-        raw.append_staging(con, table, rows(table, "ghost", ["g1"]))
+    # A full sync that fails is rolled back: its staged rows are neither published nor left behind.
+    stage(con, "ghost", ["g1"])
+    con.execute("rollback")
+    assert tables_of(con, raw.SCHEMA) == {*TABLES, "sync_state"}
 
     stage(con, "acme", ["a2", "a3"], tag="second")
     raw.swap_full(con, "acme", state("acme", "evt_2"))
@@ -97,12 +103,11 @@ def test_second_swap_replaces_only_this_integration_flags_deleted_keeps_old_even
     assert con.execute("select raw like '%first%' from stripe.customers where id = 'a1'").fetchone() == (True,)
     assert raw.read_state(con, "acme").last_event_id == "evt_2"
     assert raw.read_state(con, "other").last_event_id == "evt_o"
-    assert raw.staged_rows(con, "acme") == {t: 0 for t in TABLES}
-    assert raw.staged_rows(con, "ghost") == {t: 1 for t in TABLES}
+    assert tables_of(con, raw.SCHEMA) == {*TABLES, "sync_state"}  # no staging table outlives its sync
 
 
 def test_staged_duplicates_are_published_once_per_key(con):
-    raw.clear_staging(con, "acme")
+    raw.begin_staging(con)
     for table in TABLES:
         raw.append_staging(con, table, [rows(table, "acme", ["k1", "k2"], tag="a"),
                                         rows(table, "acme", ["k1"], tag="b")])
@@ -111,7 +116,7 @@ def test_staged_duplicates_are_published_once_per_key(con):
         counts = con.execute(f"select count(*) from stripe.{table} where integration = 'acme'").fetchone()[0]
         # quarantine keeps every row (a bad object may fail twice, and rows without an object id are all kept)
         assert counts == (3 if table == "quarantine" else 2), table
-    assert raw.staged_rows(con, "acme") == {t: 0 for t in TABLES}
+    assert tables_of(con, raw.SCHEMA) == {*TABLES, "sync_state"}
 
 
 def test_table_layouts_stay_as_ensure_tables_makes_them(con):
@@ -132,9 +137,7 @@ def test_long_text_is_published_intact_and_settings_come_back(con):
     con.execute("set disabled_compression_methods = 'rle'")
     stage(con, "acme", [f"in_{i}" for i in range(300)], raw_size=LONG, tag="long")
     raw.append_staging(con, "customers", rows("customers", "acme", ["cus_short"], raw_size=100))
-    staged = everything(con, raw.STAGING, "acme")
-    assert raw._has_long_text(con, "invoices", "acme")
-    assert not raw._has_long_text(con, "price_tiers", "acme")  # no text column beyond the keys
+    staged = everything(con, "staged", "acme")
     raw.swap_full(con, "acme", state("acme", "evt_1"))
     assert everything(con, raw.SCHEMA, "acme") == staged
     assert con.execute("select current_setting('disabled_compression_methods')").fetchone()[0].lower() == "rle"
@@ -142,22 +145,12 @@ def test_long_text_is_published_intact_and_settings_come_back(con):
     assert everything(con, raw.SCHEMA, "acme") == staged
 
 
-def test_short_text_is_not_taken_for_long():
-    c = duckdb.connect()
-    raw.ensure_tables(c)
-    raw.append_staging(c, "invoices", rows("invoices", "acme", ["in_1", "in_2"], raw_size=4000))
-    raw.append_staging(c, "invoices", rows("invoices", "other", ["in_3"], raw_size=9000))
-    assert not raw._has_long_text(c, "invoices", "acme")
-    assert raw._has_long_text(c, "invoices", "other")
-    assert not raw._has_long_text(c, "invoices", "nobody")
-
-
 def test_a_failed_swap_changes_nothing(con, monkeypatch):
     stage(con, "acme", ["a1"], raw_size=LONG)
     raw.swap_full(con, "acme", state("acme", "evt_1"))
     published = everything(con, raw.SCHEMA, "acme")
     stage(con, "acme", ["a2"], raw_size=LONG)
-    staged = everything(con, raw.STAGING, "acme")
+    setting = con.execute("select current_setting('disabled_compression_methods')").fetchone()[0]
 
     def fail(*_args):
         raise RuntimeError("killed")
@@ -166,18 +159,36 @@ def test_a_failed_swap_changes_nothing(con, monkeypatch):
     with pytest.raises(RuntimeError):
         raw.swap_full(con, "acme", state("acme", "evt_2"))
     assert everything(con, raw.SCHEMA, "acme") == published
-    assert everything(con, raw.STAGING, "acme") == staged
+    assert tables_of(con, raw.SCHEMA) == {*TABLES, "sync_state"}  # the failed sync's staging went with it
     assert raw.read_state(con, "acme").last_event_id == "evt_1"
-    assert con.execute("select current_setting('disabled_compression_methods')").fetchone()[0] == ""
+    assert con.execute("select current_setting('disabled_compression_methods')").fetchone()[0] == setting
     monkeypatch.undo()
+    stage(con, "acme", ["a2"], raw_size=LONG)
     raw.swap_full(con, "acme", state("acme", "evt_2"))
     assert key_values(con, "invoices", "acme") == ["a2"]
     assert key_values(con, "customers", "acme") == ["a1", "a2"]
 
 
-def test_compression_setting_is_restored_when_the_copy_fails():
+def test_text_storage_settings_are_restored_when_the_copy_fails():
     c = duckdb.connect()
-    with pytest.raises(RuntimeError), raw._without_dict_fsst(c):
+    before = c.execute("select current_setting('zstd_min_string_length')").fetchone()[0]
+    with pytest.raises(RuntimeError), raw.text_storage(c):
         assert "dict_fsst" in c.execute("select current_setting('disabled_compression_methods')").fetchone()[0].lower()
+        assert c.execute("select current_setting('zstd_min_string_length')").fetchone()[0] == 256
         raise RuntimeError("boom")
     assert c.execute("select current_setting('disabled_compression_methods')").fetchone()[0] == ""
+    assert c.execute("select current_setting('zstd_min_string_length')").fetchone()[0] == before
+
+
+def test_long_json_text_is_stored_compressed_with_zstd(tmp_path):
+    from segflow_pipeline.warehouse import files
+
+    c = files.connect(tmp_path / "w.duckdb")
+    raw.ensure_tables(c)
+    stage(c, "acme", [f"in_{i}" for i in range(3000)], raw_size=LONG)
+    raw.swap_full(c, "acme", state("acme", "evt_1"))
+    c.execute("checkpoint")
+    kinds = {r[0] for r in c.execute(
+        "select distinct compression from pragma_storage_info('stripe.invoices') where column_name = 'raw' "
+        "and segment_type = 'VARCHAR'").fetchall()}
+    assert kinds == {"ZSTD"}, kinds

@@ -29,7 +29,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import duckdb
 import orjson
 import stripe
 
@@ -41,7 +40,7 @@ from segflow_pipeline.sandbox.server import EmulatorServer  # noqa: E402
 from segflow_pipeline.stripe_api import objects  # noqa: E402
 from segflow_pipeline.stripe_api.client import StripeReader  # noqa: E402
 from segflow_pipeline.stripe_api.sync import sync_account  # noqa: E402
-from segflow_pipeline.warehouse import raw  # noqa: E402
+from segflow_pipeline.warehouse import files, raw  # noqa: E402
 
 KEY = "sk_test_sandbox_full"
 
@@ -90,7 +89,7 @@ class Emulator:
 
 
 def run_sync(url: str, path: Path, mode: str, rate: float, concurrency: int):
-    con = duckdb.connect(str(path))
+    con = files.connect(path)  # the pipeline's DuckDB settings (memory limit, text storage)
     raw.ensure_tables(con)
     reader = StripeReader(KEY, api_base=url, max_requests_per_second=rate)
     started = time.monotonic()
@@ -185,7 +184,8 @@ def rss_run(lines_wanted: int) -> None:
         # A helper's own ru_maxrss would count the parent's pages it shares between fork and exec; VmHWM does not.
         log(f"sync of {int(lines):,} invoice lines ({int(objs):,} objects, {requests} requests) in "
             f"{float(seconds):.0f} s (DuckDB memory_limit {limit}, the pipeline's default unless "
-            f"SEGFLOW_DUCKDB_MEMORY_LIMIT is set): peak RSS of the sync process {int(maxrss_kb) / 1024:.0f} MiB, "
+            f"SEGFLOW_DUCKDB_MEMORY_LIMIT is set, at most {raw.LOAD_MEMORY_LIMIT_MIB:.0f} MiB while a full sync "
+            f"loads): peak RSS of the sync process {int(maxrss_kb) / 1024:.0f} MiB, "
             f"of its {len(helpers)} row-building helpers " + " + ".join(f"{h:.0f}" for h in helpers)
             + f" MiB; sum of the peaks {total:.0f} MiB (an upper bound: shared library pages count in each)")
     finally:
@@ -232,15 +232,18 @@ def bench(emulator: Emulator, args: argparse.Namespace) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.duckdb"
-        cpu_before = time.process_time()
+        cpu_before, children_before = time.process_time(), os.times()
         full, full_s = run_sync(url, db, "full", args.rate, args.concurrency)
         cpu_s = time.process_time() - cpu_before
+        children = os.times()
+        helpers_s = (children.children_user + children.children_system
+                     - children_before.children_user - children_before.children_system)
         req_rate = full.requests / full_s
         obj_rate = full.objects / full_s
         log(f"full sync: {full.objects:,} objects, {full.requests} requests in {full_s:.1f} s "
             f"-> {obj_rate:,.0f} objects/s, {req_rate:.1f} req/s = {100 * req_rate / args.rate:.0f} % of the "
             f"{args.rate:.0f} req/s ceiling (429 retries {full.retried_429}, 5xx retries {full.retried_5xx}); "
-            f"sync CPU {cpu_s:.1f} s = {cpu_s / full_s:.2f} cores")
+            f"sync CPU {cpu_s:.1f} s = {cpu_s / full_s:.2f} cores, its row-building helpers {helpers_s:.1f} s")
         for table, stats in full.tables.items():
             if stats["rows"]:
                 log(f"  {table}: {stats['rows']:,} rows, last page after {stats['seconds']:.1f} s")

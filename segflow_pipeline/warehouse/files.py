@@ -184,6 +184,8 @@ def _union_into(con: duckdb.DuckDBPyConnection, sources: list[Path]) -> dict[str
             "select schema_name, table_name from duckdb_tables() where database_name = ? and schema_name in "
             "(select unnest(?::varchar[])) order by all", [alias, list(PUBLISHED_SCHEMAS)]).fetchall()
         for schema, table in rows:
+            if schema == raw.SCHEMA and table.startswith(raw.STAGED_PREFIX):
+                continue  # what a failed or killed full sync staged
             tables.setdefault((schema, table), []).append(alias)
     counts: dict[str, int] = {}
     for (schema, table), sources in sorted(tables.items()):

@@ -7,9 +7,10 @@ staging tables, and the two ways a sync lands its data, each in ONE transaction 
 A sync killed at any point therefore leaves either the previous state or the new one, never a mix. Rows of other
 integrations are never read or written. What does not belong here: talking to Stripe, turning objects into rows.
 
-A full sync stages its rows in tables `stripe._staged_<table>` (same columns) that it creates inside its own
-transaction (`begin_staging`), and `swap_full` puts them in place of `stripe.<table>` by renaming them, in that same
-transaction: nothing is copied twice, and a sync that fails or is killed leaves no staged table and no staged row.
+A full sync stages its rows in tables `stripe._staged_<table>` (same columns, created by `begin_staging`), and
+`swap_full` puts them in place of `stripe.<table>` by renaming them, in one transaction: the rows are written once,
+never copied. Staging tables a failed or killed sync left behind are never published (`files.publish` skips them)
+and are dropped by the next `ensure_tables` or `begin_staging`.
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("begin transaction")
     try:
         con.execute(f"drop schema if exists {OLD_STAGING_SCHEMA} cascade")
+        if con.execute("select count(*) from duckdb_schemas() where schema_name = ?", [SCHEMA]).fetchone()[0]:
+            drop_staging(con)
         for schema_name in (SCHEMA,):
             con.execute(f"create schema if not exists {schema_name}")
             for table, schema in TABLES.items():
@@ -135,34 +138,63 @@ def staged(table: str) -> str:
 
 
 def begin_staging(con: duckdb.DuckDBPyConnection) -> None:
-    """Begin a full sync's transaction and create its empty staging tables in it. End it with `swap_full` (or a
-    rollback): until then nobody else sees the staging tables, and a killed process leaves none behind."""
+    """Create a full sync's empty staging tables (dropping any a killed sync left); `swap_full` ends them."""
     con.execute("begin transaction")
     try:
+        drop_staging(con)
         for table, schema in TABLES.items():
-            con.execute(f"drop table if exists {staged(table)}")
             columns = ", ".join(f'"{f.name}" {duckdb_type(f.type)}' for f in schema)
             con.execute(f"create table {staged(table)} ({columns})")
+        con.execute("commit")
     except BaseException:
         con.execute("rollback")
         raise
 
 
+def drop_staging(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop every staging table in this file (what a failed or killed full sync left)."""
+    for (name,) in con.execute("select table_name from duckdb_tables() where schema_name = ? and "
+                               "starts_with(table_name, ?)", [SCHEMA, STAGED_PREFIX]).fetchall():
+        con.execute(f'drop table {SCHEMA}."{name}"')
+
+
+# DuckDB memory while a full sync loads, at most. Its writes go to the file; what it caches of them is only read back
+# by the swap, so a smaller cache costs little time (a 250k-line sync: 33 s instead of 30 s unthrottled) and keeps
+# the sync process at 680 MiB instead of 880 MiB (benchmarks/bench_sync.py --rss-lines).
+LOAD_MEMORY_LIMIT_MIB = 256.0
+_UNITS = {"B": 1 / 2**20, "KB": 1000 / 2**20, "KIB": 1 / 1024, "MB": 1e6 / 2**20, "MIB": 1.0, "GB": 1e9 / 2**20,
+          "GIB": 1024.0, "TB": 1e12 / 2**20, "TIB": 2.0**20}
+
+
+def _mib(setting: str) -> float | None:
+    """'488.2 MiB' (as DuckDB shows a size) → 488.2; None if not understood."""
+    number, _, unit = setting.strip().partition(" ")
+    try:
+        return float(number) * _UNITS[unit.strip().upper()]
+    except (ValueError, KeyError):
+        return None
+
+
 @contextlib.contextmanager
 def bulk_loading(con: duckdb.DuckDBPyConnection, wal_limit: str = "256MB") -> Iterator[None]:
     """Settings for loading a large sync, restored after: fewer checkpoints (DuckDB checkpoints whenever its WAL
-    passes 16 MB, which stalls appends of a large sync for most of a second) and no insertion order."""
+    passes 16 MB, which stalls appends of a large sync for most of a second), no insertion order, text storage,
+    and at most LOAD_MEMORY_LIMIT_MIB of DuckDB memory."""
     previous = con.execute("select current_setting('checkpoint_threshold'), "
-                           "current_setting('preserve_insertion_order')").fetchone()
+                           "current_setting('preserve_insertion_order'), current_setting('memory_limit')").fetchone()
     con.execute("set checkpoint_threshold = ?", [wal_limit])
     # Row order means nothing in these tables; keeping it makes large INSERT ... SELECTs hold more in memory.
     con.execute("set preserve_insertion_order = false")
+    limit = _mib(previous[2])
+    if limit is None or limit > LOAD_MEMORY_LIMIT_MIB:
+        con.execute(f"set memory_limit = '{LOAD_MEMORY_LIMIT_MIB:.0f}MiB'")
     try:
         with text_storage(con):
             yield
     finally:
         con.execute("set checkpoint_threshold = ?", [previous[0]])
         con.execute("set preserve_insertion_order = ?", [previous[1]])
+        con.execute("set memory_limit = ?", [previous[2]])
 
 
 def append_staging(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table | Sequence[pa.Table]) -> int:
@@ -277,8 +309,8 @@ def text_storage(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
 
 
 def swap_full(con: duckdb.DuckDBPyConnection, integration: str, state: SyncState) -> None:
-    """Publish a full sync and end its transaction (`begin_staging`): the integration's rows in `stripe` become the
-    staged ones, and the state advances; on any error everything is rolled back.
+    """Publish a full sync staged since `begin_staging`: in one transaction, the integration's rows in `stripe`
+    become the staged ones and the state advances; on any error nothing changes.
 
     Objects Stripe no longer lists (deleted customers, products, prices, coupons) stay, flagged deleted; events
     older than Stripe's 30-day window stay too. Each key appears once even if the account changed while paging
@@ -287,6 +319,7 @@ def swap_full(con: duckdb.DuckDBPyConnection, integration: str, state: SyncState
     once, are never copied (copying 170k invoices' JSON took 10-27 s).
     """
     params = [integration, integration]
+    con.execute("begin transaction")
     try:
         for table in DELETABLE:
             con.execute(

@@ -136,7 +136,7 @@ def test_pending_tasks_come_in_the_order_that_keeps_a_sync_short():
     small = sync._Engine._window(spec, 0, 400, "in_3", left=2)
     child = sync._Task(sync.LINES, "/v1/invoices/in_4/lines", {"limit": 100})
     pending = sync._Pending([small, child, big, first, run])
-    assert [pending.pop() for _ in range(len(pending))] == [run, first, child, big, small]
+    assert [pending.pop() for _ in range(len(pending))] == [run, first, child, small, big]
 
 
 @given(lo=st.integers(0, 1_000_000), back=st.integers(0, 10_000_000), span=st.integers(0, 100_000),

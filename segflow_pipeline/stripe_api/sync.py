@@ -76,8 +76,9 @@ DENSE_SECOND = 20
 # A full sync that reaches this many pages starts the row-building helper process.
 OFFLOAD_AFTER_PAGES = 50
 # Helper processes started then. Every page then waits for a helper: the sync process only fetches and writes,
-# so its GIL is no longer the limit (benchmarks/bench_sync.py measures both throughput and peak RSS).
-HELPERS = 2
+# so its GIL is no longer the limit. One is enough at 100 req/s (about 0.25 of a core); a second one cost 128 MiB
+# and gave no measurable speed (benchmarks/bench_sync.py measures both throughput and peak RSS).
+HELPERS = 1
 # Pages fetched but not yet written to DuckDB, at most. Writing is the slower side of a large sync, so workers
 # wait here whatever the bound; a larger one only holds more rows in memory (about 0.5 MB per 100-invoice page).
 MAX_QUEUED_RESULTS = 16

@@ -158,10 +158,11 @@ def drop_staging(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f'drop table {SCHEMA}."{name}"')
 
 
-# DuckDB memory while a full sync loads, at most. Its writes go to the file; what it caches of them is only read back
-# by the swap, so a smaller cache costs little time (a 250k-line sync: 33 s instead of 30 s unthrottled) and keeps
-# the sync process at 680 MiB instead of 880 MiB (benchmarks/bench_sync.py --rss-lines).
-LOAD_MEMORY_LIMIT_MIB = 256.0
+# DuckDB memory while a full sync loads, at most. Its writes go to the file and what it caches of them is read
+# back only by the swap, but a smaller cache makes its commits pause longer. 320 MiB keeps a 1M-line sync at
+# 971 MiB in all (842 for the sync process; 384 MiB: 1,024 in all) and 20k subscriptions at 81 % of the rate-limit
+# ceiling (256 MiB: 79 %; 1 GiB: 81 %). See benchmarks/bench_sync.py.
+LOAD_MEMORY_LIMIT_MIB = 320.0
 _UNITS = {"B": 1 / 2**20, "KB": 1000 / 2**20, "KIB": 1 / 1024, "MB": 1e6 / 2**20, "MIB": 1.0, "GB": 1e9 / 2**20,
           "GIB": 1024.0, "TB": 1e12 / 2**20, "TIB": 2.0**20}
 

@@ -215,11 +215,6 @@ def _insert(con: duckdb.DuckDBPyConnection, target: str, batch: pa.Table) -> Non
         con.unregister(name)
 
 
-def staged_rows(con: duckdb.DuckDBPyConnection, integration: str) -> dict[str, int]:
-    return {table: con.execute(f"select count(*) from {staged(table)} where integration = ?",
-                               [integration]).fetchone()[0] for table in TABLES}
-
-
 def fill_subscription_periods(con: duckdb.DuckDBPyConnection, integration: str, subscriptions: Iterable[str], *,
                               in_staging: bool = False) -> None:
     """For subscriptions whose items were paged beyond the embedded ones: period = earliest item start, latest end.

@@ -59,9 +59,10 @@ def duckdb_type(kind: pa.DataType) -> str:
         raise TypeError(f"no DuckDB type for Arrow {kind}") from None
 
 
-def create_table_sql(schema_name: str, table: str) -> str:
+def create_table_sql(schema_name: str, table: str, name: str | None = None) -> str:
+    """DDL of `table` (from `tables.py`) as `schema_name.name` (default: its own name)."""
     columns = ", ".join(f'"{f.name}" {duckdb_type(f.type)}' for f in TABLES[table])
-    return f"create table if not exists {schema_name}.{table} ({columns})"
+    return f'create table if not exists {schema_name}."{name or table}" ({columns})'
 
 
 @dataclass(frozen=True)
@@ -94,18 +95,16 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("begin transaction")
     try:
         con.execute(f"drop schema if exists {OLD_STAGING_SCHEMA} cascade")
-        if con.execute("select count(*) from duckdb_schemas() where schema_name = ?", [SCHEMA]).fetchone()[0]:
-            drop_staging(con)
-        for schema_name in (SCHEMA,):
-            con.execute(f"create schema if not exists {schema_name}")
-            for table, schema in TABLES.items():
-                con.execute(create_table_sql(schema_name, table))
-                existing = {row[0] for row in con.execute(
-                    "select column_name from information_schema.columns where table_schema = ? and table_name = ?",
-                    [schema_name, table]).fetchall()}
-                for f in schema:
-                    if f.name not in existing:
-                        con.execute(f'alter table {schema_name}.{table} add column "{f.name}" {duckdb_type(f.type)}')
+        con.execute(f"create schema if not exists {SCHEMA}")
+        drop_staging(con)
+        for table, schema in TABLES.items():
+            con.execute(create_table_sql(SCHEMA, table))
+            existing = {row[0] for row in con.execute(
+                "select column_name from information_schema.columns where table_schema = ? and table_name = ?",
+                [SCHEMA, table]).fetchall()}
+            for f in schema:
+                if f.name not in existing:
+                    con.execute(f'alter table {SCHEMA}.{table} add column "{f.name}" {duckdb_type(f.type)}')
         con.execute(f"create table if not exists {STATE_TABLE} ("
                     + ", ".join(f"{name} {kind}" for name, kind in STATE_COLUMNS) + ")")
         existing = {row[0] for row in con.execute(
@@ -133,7 +132,7 @@ def event_ids_since(con: duckdb.DuckDBPyConnection, integration: str, since: dt.
 
 
 def staged(table: str) -> str:
-    """The staging table of `table` (exists only inside a full sync's transaction, see `begin_staging`)."""
+    """The staging table of `table` (from `begin_staging` until `swap_full` renames it into place)."""
     return f'{SCHEMA}."{STAGED_PREFIX}{table}"'
 
 
@@ -142,9 +141,8 @@ def begin_staging(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("begin transaction")
     try:
         drop_staging(con)
-        for table, schema in TABLES.items():
-            columns = ", ".join(f'"{f.name}" {duckdb_type(f.type)}' for f in schema)
-            con.execute(f"create table {staged(table)} ({columns})")
+        for table in TABLES:
+            con.execute(create_table_sql(SCHEMA, table, STAGED_PREFIX + table))
         con.execute("commit")
     except BaseException:
         con.execute("rollback")

@@ -86,7 +86,7 @@ def test_full_swap_replaces_one_integration_and_leaves_others(con):
     assert ids(con, "subscription_items", "acme") == ["si_1"]
     assert raw.read_state(con, "acme").last_event_id == "evt_2"
     staging = con.execute("select count(*) from duckdb_tables() where starts_with(table_name, '_staged_')").fetchone()
-    assert staging == (0,)  # staging tables live only inside a full sync's transaction
+    assert staging == (0,)  # swap_full renamed every staging table into place
 
 
 def test_full_swap_keeps_events_older_than_stripe_keeps(con):

@@ -226,6 +226,15 @@ class SandboxAccount:
         self._item_owner: dict[str, int] = {}
         # Objects served exactly as given (inject_raw): per resource, (id, created, JSON bytes, object).
         self.raw_objects: dict[str, list[tuple[str, int, bytes, Any]]] = {}
+        # Proration lines not invoiced yet (a downgrade with proration_behavior=create_prorations waits for the next
+        # renewal; a subscription that ends first leaves them pending for good): (subscription index, line).
+        self.pending_items: list[tuple[int, Line]] = []
+        # Invoice items whose invoice lines Stripe renders under `parent.invoice_item_details` (no subscription
+        # item) rather than `parent.subscription_item_details`: accounts see both shapes, chosen per change.
+        self.item_details_parent: set[str] = set()
+        # Every invoice item (/v1/invoiceitems): (invoice or None while pending, subscription index, line).
+        self.invoice_item_records: list[tuple[Invoice | None, int, Line]] = []
+        self._invoice_item_pos: dict[str, int] = {}
         self._raw_pos: dict[str, dict[str, int]] = {}
 
     # ------------------------------------------------------------------ public helpers
@@ -255,7 +264,7 @@ class SandboxAccount:
         table = {
             "subscriptions": self._sub_pos, "invoices": self._invoice_pos, "customers": self._customer_pos,
             "prices": self._price_pos, "products": self._product_pos, "coupons": self._coupon_pos,
-            "events": self._event_pos,
+            "events": self._event_pos, "invoiceitems": self._invoice_item_pos,
         }[kind]
         found = table.get(obj_id)
         if found is None and self._raw_pos:
@@ -269,7 +278,7 @@ class SandboxAccount:
     def _records(self, kind: str) -> list[Any]:
         return {"subscriptions": self.subs, "invoices": self.invoices, "customers": self.customers,
                 "prices": self.prices, "products": self.products, "coupons": self.coupons,
-                "events": self.events}[kind]
+                "events": self.events, "invoiceitems": self.invoice_item_records}[kind]
 
     # ------------------------------------------------------------------ objects Stripe should never send
     def inject_raw(self, resource: str, obj: Any, *, object_id: str | None = None, created: int | None = None) -> str:
@@ -284,7 +293,8 @@ class SandboxAccount:
         embedded lists cannot be paged (keep them short). `counts()` counts generated objects only.
         Returns the id the object is listed under.
         """
-        if resource not in ("subscriptions", "invoices", "customers", "prices", "products", "coupons", "events"):
+        if resource not in ("subscriptions", "invoices", "customers", "prices", "products", "coupons", "events",
+                            "invoiceitems"):
             raise ValueError(f"inject_raw: {resource!r} is not a list this account serves")
         own = obj if isinstance(obj, dict) else {}
         object_id = object_id or own.get("id")
@@ -339,6 +349,8 @@ class SandboxAccount:
             return self.coupon_dict(self.coupons[ridx])
         if kind == "events":
             return self.event_dict(self.events[ridx])
+        if kind == "invoiceitems":
+            return self.invoice_item_dict(*self.invoice_item_records[ridx])
         raise KeyError(kind)
 
     # ------------------------------------------------------------------ renderers (current API version shapes)
@@ -619,6 +631,15 @@ class SandboxAccount:
                 "subscription_item_details": None,
                 "type": "invoice_item_details",
             }
+        elif ln.invoice_item in self.item_details_parent:
+            # The proration invoice item a subscription update created, invoiced: it names the subscription but
+            # not the subscription item (https://docs.stripe.com/api/invoice-line-item/object#invoice_line_item_object-parent).
+            parent = {
+                "invoice_item_details": {"invoice_item": ln.invoice_item, "proration": True,
+                                         "proration_details": {"credited_items": None}, "subscription": inv.sub},
+                "subscription_item_details": None,
+                "type": "invoice_item_details",
+            }
         else:
             proration = ln.kind.startswith("proration")
             parent = {
@@ -676,6 +697,42 @@ class SandboxAccount:
             return f"{q} × {p.product_name} (tiered)"
         interval = p.interval if p.interval_count == 1 else f"every {p.interval_count} {p.interval}s"
         return f"{q} × {p.product_name} (at {cat.money(p.unit_amount or 0, currency)} / {interval})"
+
+    def invoice_item_dict(self, inv: Invoice | None, sub_idx: int, ln: Line) -> dict[str, Any]:
+        """An invoice item (/v1/invoiceitems): a proration a subscription update created, or a one-off charge.
+        `invoice` is null while it is pending (not yet on an invoice)."""
+        sub = self.subs[sub_idx]
+        p = self.prices[ln.price]
+        details = {"subscription": sub.id,
+                   "subscription_item": None if ln.invoice_item in self.item_details_parent else ln.item}
+        return {
+            "id": ln.invoice_item,
+            "object": "invoiceitem",
+            "amount": ln.amount,
+            "currency": sub.currency,
+            "customer": sub.customer,
+            "customer_account": None,
+            "date": ln.change_at,
+            "description": self._line_description(p, ln, sub.currency),
+            "discountable": ln.kind != "proration_credit",
+            "discounts": [],
+            "invoice": inv.id if inv is not None else None,
+            "livemode": self.livemode,
+            "metadata": {},
+            "net_amount": ln.amount,
+            "parent": {"subscription_details": details, "type": "subscription_details"},
+            "period": {"end": ln.end, "start": ln.start},
+            "pricing": {
+                "price_details": {"price": p.id, "product": p.product},
+                "type": "price_details",
+                "unit_amount_decimal": None if p.unit_amount is None else str(p.unit_amount),
+            },
+            "proration": ln.kind.startswith("proration"),
+            "quantity": ln.quantity or 1,
+            "quantity_decimal": str(ln.quantity or 1),
+            "tax_rates": [],
+            "test_clock": None,
+        }
 
     def invoice_dict(self, inv: Invoice, variant: tuple[str, ...] = ()) -> dict[str, Any]:
         c = self.customers[self._customer_pos[inv.customer]]
@@ -903,6 +960,18 @@ class SandboxAccount:
             "events": table("events", [e.id for e in self.events], [e.created for e in self.events],
                             columns={"type": [e.type for e in self.events]}),
         }
+        records: list[tuple[Invoice | None, int, Line]] = [
+            (inv, self._sub_pos[inv.sub], ln) for inv in invs if inv.sub is not None
+            for ln in inv.lines if ln.invoice_item is not None]
+        records.extend((None, sub_idx, ln) for sub_idx, ln in self.pending_items)
+        self.invoice_item_records = records
+        self._invoice_item_pos = {ln.invoice_item: i for i, (_, _, ln) in enumerate(records)}
+        self._cache.pop("invoiceitems", None)
+        tables["invoiceitems"] = table(
+            "invoiceitems", [ln.invoice_item for _, _, ln in records], [ln.change_at for _, _, ln in records],
+            columns={"pending": [inv is None for inv, _, _ in records],
+                     "customer": [subs[i].customer for _, i, _ in records],
+                     "invoice": [inv.id if inv is not None else None for inv, _, _ in records]})
         self._item_owner = {it.id: s.idx for s in subs for it in s.versions[-1].items}
         self.tables = tables
 
@@ -1241,6 +1310,36 @@ class _Generator:
              "changes": [("qty_up", now - 4 * d)], "start": now - 240 * d},
             {"family": m, "outcome": "canceled_now", "start": now - 200 * d, "end_at": now - 8 * d},
             {"family": ("eur", "month", 1), "outcome": "active", "trial": True, "start": now - 25 * d},
+            # Changes older than the event window that only invoices (or pending invoice items) date, in both
+            # shapes Stripe renders proration lines in:
+            # a yearly upgrade mid-year, invoiced at once (proration_behavior=always_invoice)
+            {"family": ("usd", "year", 1), "base": "Starter", "outcome": "active", "parent": "invoice_item_details",
+             "changes": [("upgrade", now - 100 * d)], "start": now - 230 * d},
+            {"family": ("eur", "year", 1), "base": "Starter", "outcome": "active",
+             "parent": "subscription_item_details", "changes": [("upgrade", now - 120 * d)], "start": now - 200 * d},
+            # a monthly upgrade and a seat change
+            {"family": m, "base": "Starter", "outcome": "active", "parent": "invoice_item_details",
+             "changes": [("upgrade", now - 45 * d)], "start": now - 200 * d},
+            {"family": m, "base": "Business", "qty": 10, "outcome": "active", "parent": "invoice_item_details",
+             "changes": [("qty_up", now - 52 * d)], "start": now - 170 * d},
+            # downgrades left as pending prorations (create_prorations) until the next renewal, months away
+            {"family": ("usd", "year", 1), "base": "Business", "qty": 6, "outcome": "active",
+             "parent": "invoice_item_details", "changes": [("downgrade", now - 90 * d)], "start": now - 300 * d},
+            {"family": ("jpy", "year", 1), "base": "Pro", "outcome": "active", "parent": "subscription_item_details",
+             "changes": [("qty_down", now - 60 * d), ("downgrade", now - 40 * d)], "start": now - 280 * d},
+            # schedule phases: a new price from a renewal on, before and inside the event window
+            {"family": m, "base": "Starter", "outcome": "active", "changes": [("phase:upgrade", now - 75 * d)],
+             "start": now - 160 * d},
+            {"family": m, "base": "Pro", "outcome": "active", "changes": [("phase:downgrade", now - 14 * d)],
+             "start": now - 130 * d},
+            # proration_behavior=none mid-period: in the current yearly period and in an older monthly one, before
+            # the event window (nothing dates them), and inside it (the event does)
+            {"family": ("usd", "year", 1), "base": "Business", "qty": 5, "outcome": "active",
+             "changes": [("none:qty_up", now - 100 * d)], "start": now - 250 * d},
+            {"family": m, "base": "Business", "qty": 8, "outcome": "active",
+             "changes": [("none:qty_up", now - 70 * d)], "start": now - 200 * d},
+            {"family": m, "base": "Pro", "outcome": "active", "changes": [("none:downgrade", now - 8 * d)],
+             "start": now - 90 * d},
         ]
 
     # ---------------------------------------------------------------- one subscription
@@ -1433,6 +1532,13 @@ class _Generator:
             if t <= first_b:
                 continue
             kind = kind or rng.choice(["upgrade", "downgrade", "qty_up", "qty_down", "add_addon"])
+            if kind.startswith("phase:"):
+                # A subscription schedule's next phase starts at a renewal: the new price is billed by that
+                # renewal's invoice, with no proration.
+                b = clock.boundary(clock.index_at(t) + 1)
+                if b <= now - 3600 and b < active_until:
+                    transitions.append((b, 1, "change", kind))
+                continue
             transitions.append((t, 3, "change", kind))
         transitions.sort(key=lambda x: (x[0], x[1]))
 
@@ -1512,10 +1618,28 @@ class _Generator:
                         state = state._replace(discounts=kept)
                         sub.versions[-1] = sub.versions[-1]._replace(discounts=kept)
             elif action == "change":
-                new_items = self._changed_items(state.items, payload, t)
+                behavior, _, change_kind = payload.rpartition(":")
+                new_items = self._changed_items(state.items, change_kind, t)
                 if new_items is None:
                     continue
+                if behavior in ("none", "phase"):
+                    # proration_behavior=none, or a schedule phase change at a renewal: the items change with no
+                    # proration line; only the event (30 days) and the next renewal's invoice show it.
+                    for iid in {it.id for it in state.items} | {it.id for it in new_items}:
+                        o = next((it for it in state.items if it.id == iid), None)
+                        n = next((it for it in new_items if it.id == iid), None)
+                        if o == n:
+                            continue
+                        if o is not None:
+                            p0, q0, since = seg_open.pop(iid)
+                            history.append(Segment(sub.id, iid, a.prices[p0].id, q0, since, t))
+                        if n is not None:
+                            seg_open[iid] = (n.price, n.quantity, t)
+                    push(t, "customer.subscription.updated", ("items",), items=new_items)
+                    continue
                 ps, pe = period
+                in_item_details = rng.random() < 0.5 if "parent" not in plan else \
+                    plan["parent"] == "invoice_item_details"
                 credit_charge: list[Line] = []
                 old_by_id = {it.id: it for it in state.items}
                 new_by_id = {it.id: it for it in new_items}
@@ -1539,6 +1663,8 @@ class _Generator:
                         history.append(Segment(sub.id, iid, a.prices[p0].id, q0, since, t))
                     if n is not None:
                         seg_open[iid] = (n.price, n.quantity, t)
+                if in_item_details:
+                    a.item_details_parent.update(ln.invoice_item for ln in credit_charge)
                 if new_total > old_total:
                     # Upgrades are invoiced at once (proration_behavior=always_invoice).
                     inv = self._invoice(sub, customer, t, "subscription_update", t, t, state._replace(
@@ -1580,6 +1706,8 @@ class _Generator:
                 push(t, "customer.subscription.deleted", ("status", "ended_at", "canceled_at"), status="canceled",
                      ended_at=t, canceled_at=t, reason="cancellation_requested",
                      request="req_" + a.ids.short("x", t)[2:])
+        # Prorations still waiting for a renewal stay pending invoice items (also once the subscription ended).
+        a.pending_items.extend((sub.idx, ln) for ln in pending)
         end = state.ended_at
         if state.status == "canceled" or state.status == "incomplete_expired":
             self.ended_customers.append((self.a._customer_pos.get(customer.id, customer.idx), end or now))

@@ -62,6 +62,7 @@ LIST_PARAMS: dict[str, set[str]] = {
     "products": PAGING | {"active", "created", "ids", "shippable", "url"},
     "coupons": PAGING | {"created"},
     "events": PAGING | {"created", "type", "types", "delivery_success"},
+    "invoiceitems": PAGING | {"created", "customer", "customer_account", "invoice", "pending"},
 }
 
 # Expandable properties per object kind: those rendered expanded, and those accepted but left as they are
@@ -77,6 +78,7 @@ EXPAND_SUPPORTED: dict[str, set[str]] = {
     "products": {"default_price"},
     "coupons": set(),
     "events": set(),
+    "invoiceitems": set(),
 }
 EXPAND_ACCEPTED: dict[str, set[str]] = {
     "subscriptions": {"items", "items.data.price", "items.data.plan", "default_payment_method", "default_source",
@@ -93,6 +95,7 @@ EXPAND_ACCEPTED: dict[str, set[str]] = {
     "products": {"tax_code"},
     "coupons": {"applies_to", "currency_options"},
     "events": set(),
+    "invoiceitems": {"customer", "invoice", "discounts", "parent.subscription_details.subscription"},
 }
 SUBSCRIPTION_PERMISSION = "rak_subscription_read"
 PERMISSION_OF = {"subscriptions": SUBSCRIPTION_PERMISSION, "subscription_items": SUBSCRIPTION_PERMISSION}
@@ -453,12 +456,13 @@ class _Router:
                 return orjson.dumps(self.a.account_dict())
             if resource == "balance":
                 return orjson.dumps(self.a.balance_dict())
-            if resource in ("subscriptions", "invoices", "customers", "prices", "products", "coupons", "events"):
+            if resource in ("subscriptions", "invoices", "customers", "prices", "products", "coupons", "events",
+                            "invoiceitems"):
                 return self.list_table(resource, params)
             if resource == "subscription_items":
                 return self.list_items(params)
         elif len(parts) == 3 and resource in ("subscriptions", "invoices", "customers", "prices", "products",
-                                              "coupons", "events"):
+                                              "coupons", "events", "invoiceitems"):
             return self.retrieve(resource, parts[2], params)
         elif len(parts) == 3 and resource == "subscription_items":
             return self.retrieve_item(parts[2], params)
@@ -582,7 +586,8 @@ class _Router:
         pos = table.pos_of.get(obj_id)
         if pos is None:
             noun = {"subscriptions": "subscription", "invoices": "invoice", "customers": "customer",
-                    "prices": "price", "products": "product", "coupons": "coupon", "events": "event"}[resource]
+                    "prices": "price", "products": "product", "coupons": "coupon", "events": "event",
+                    "invoiceitems": "invoiceitem"}[resource]
             raise ApiError(400, f"No such {noun}: '{obj_id}'", code="resource_missing", param=param)
         return pos
 
@@ -621,6 +626,15 @@ class _Router:
                     indexed.append(idx[name].get(value, []))
             if params.get("collection_method") not in (None, "charge_automatically"):
                 indexed.append([])
+        elif resource == "invoiceitems":
+            pending = params.get("pending")
+            if pending is not None:
+                if pending not in ("true", "false"):
+                    raise ApiError(400, "Invalid boolean: " + pending, param="pending")
+                indexed.append(idx["pending"].get(pending == "true", []))
+            for name in ("customer", "invoice"):
+                if params.get(name) is not None:
+                    indexed.append(idx[name].get(params.get(name), []))
         elif resource == "customers":
             if params.get("email") is not None:
                 indexed.append(idx["email"].get(params.get("email"), []))

@@ -336,6 +336,25 @@ def _line(obj: Any, invoice: str | None, customer: str | None) -> Row:
     )
 
 
+def _invoice_item(obj: Any, ctx: dict) -> Emit:
+    """An invoice item: `parent.subscription_details.{subscription, subscription_item}` and
+    `pricing.price_details.price` (basil+), or top-level `subscription`, `subscription_item`, `price`/`plan`."""
+    iid = _required_id(obj)
+    parent = _dict(obj.get("parent"), "parent")
+    details = _dict(parent.get("subscription_details"), "parent.subscription_details")
+    subscription = id_of(details.get("subscription")) or id_of(obj.get("subscription"))
+    subscription_item = id_of(details.get("subscription_item")) or id_of(obj.get("subscription_item"))
+    pricing = _dict(obj.get("pricing"), "pricing")
+    price = (id_of(_dict(pricing.get("price_details"), "pricing.price_details").get("price"))
+             or id_of(obj.get("price")) or id_of(obj.get("plan")))
+    period = _dict(obj.get("period"), "period")
+    return [("invoice_items", (
+        iid, id_of(obj.get("customer")), subscription, subscription_item, price, obj.get("quantity"),
+        obj.get("amount"), obj.get("currency"), obj.get("date"), period.get("start"), period.get("end"),
+        obj.get("proration"), id_of(obj.get("invoice")), _raw(obj),
+    ))]
+
+
 def _invoice_line(obj: Any, ctx: dict) -> Emit:
     return [("invoice_lines", _line(obj, ctx.get("invoice"), ctx.get("customer")))]
 
@@ -389,6 +408,7 @@ EXTRACTORS: dict[str, tuple[str, Callable[[Any, dict], Emit]]] = {
     "subscription_items": ("subscription_item", _subscription_item),
     "invoices": ("invoice", _invoice),
     "invoice_lines": ("line_item", _invoice_line),
+    "invoice_items": ("invoiceitem", _invoice_item),
     "events": ("event", _event),
 }
 

@@ -90,6 +90,14 @@ TABLES: dict[str, pa.Schema] = {
         ("quantity", I64), ("amount", I64), ("currency", STR),
         ("period_start", TS), ("period_end", TS), ("proration", BOOL), ("raw", STR),
     ),
+    # Pending invoice items (/v1/invoiceitems?pending=true): prorations a subscription update created that no
+    # invoice holds yet. They date a change until the next renewal invoices them (then they are invoice lines).
+    # `date` is when the item was created (the change, for a proration).
+    "invoice_items": _schema(
+        ("id", STR), ("customer", STR), ("subscription", STR), ("subscription_item", STR), ("price", STR),
+        ("quantity", I64), ("amount", I64), ("currency", STR), ("date", TS),
+        ("period_start", TS), ("period_end", TS), ("proration", BOOL), ("invoice", STR), ("raw", STR),
+    ),
     # customer.subscription.*, invoice.*, price.*, coupon.* ... of the last 30 days, as listed.
     "events": _schema(
         ("id", STR), ("type", STR), ("created", TS), ("api_version", STR),

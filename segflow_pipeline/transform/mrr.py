@@ -114,6 +114,7 @@ class MrrInputs:
     events: pl.DataFrame
     snapshots: pl.DataFrame
     invoices: pl.DataFrame | None = None
+    invoice_items: pl.DataFrame | None = None  # pending invoice items (prorations not invoiced yet)
 
 
 # --- inputs ------------------------------------------------------------------------------------------------------
@@ -142,6 +143,8 @@ def _tables(inputs: MrrInputs) -> MrrInputs:
             conformed[f.name] = _conform_snapshots(frame)
         elif f.name == "invoices":
             conformed[f.name] = None if frame is None else _conform(frame, _polars_schema("invoices"))
+        elif f.name == "invoice_items":
+            conformed[f.name] = _conform(frame, _polars_schema("invoice_items"))
         else:
             conformed[f.name] = _conform(frame, _polars_schema(f.name))
     return MrrInputs(**conformed)

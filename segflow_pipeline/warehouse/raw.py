@@ -356,7 +356,14 @@ class Changes:
 
 
 _QUARANTINE_TYPE = {"customers": "customer", "products": "product", "prices": "price", "coupons": "coupon",
-                    "subscriptions": "subscription", "invoices": "invoice", "events": "event"}
+                    "subscriptions": "subscription", "invoices": "invoice", "events": "event",
+                    "invoice_items": "invoiceitem"}
+
+
+def stored_ids(con: duckdb.DuckDBPyConnection, table: str, integration: str) -> set[str]:
+    """Ids of one integration's rows of a raw table."""
+    return {id_ for (id_,) in con.execute(f"select id from {SCHEMA}.{table} where integration = ?",
+                                          [integration]).fetchall()}
 
 
 def apply_changes(con: duckdb.DuckDBPyConnection, integration: str, changes: Changes, state: SyncState) -> dict[str, int]:

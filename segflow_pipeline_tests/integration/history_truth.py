@@ -260,11 +260,13 @@ class ApiVisibleHistory(HistoryTruth):
     The API returns current objects, 30 days of events and every invoice with its lines; it keeps no record of
     these three facts once they are older than the event window (`window_start`, the first event's time):
 
-    A. An item change that no invoice line dates. A downgrade leaves its proration lines as *pending* invoice
-       items until the next renewal (up to a year later for yearly prices), and if the subscription ends first
-       they are never invoiced. Before the event window nothing dates the change: the last invoiced items hold
-       until the window starts (or until the invoiced periods end, if earlier), where the rolled-back current
-       items take over. (Pending invoice items are listed by /v1/invoiceitems, which the sync does not read.)
+    A. An item change that nothing dates: no event (older than the window), no proration line of either parent
+       shape, no pending proration invoice item (/v1/invoiceitems), no renewal starting at it. Only
+       `proration_behavior=none` changes are like that. The API shows the items as last invoiced until the next
+       renewal's invoice (or the window, whichever comes first). When no renewal came since (the change lies in
+       the current period) the current items differ from the last invoiced ones, and MRR_SPEC section 5 counts
+       them from the start of the current period, or from the latest dated change after it: the new state
+       shows from then on, possibly before the change really happened.
     B. A subscription-level discount that is no longer listed (a `repeating` coupon that ended, a `once` coupon
        removed after its invoice): while it ran, it kept the customer's discount off the subscription, but the
        API no longer shows it, so the customer's forever discount seems to apply from the start. (Inside the
@@ -283,29 +285,47 @@ class ApiVisibleHistory(HistoryTruth):
         for inv in account.invoices:
             for ln in inv.lines:
                 lines[inv.sub].append((inv.status, ln))
-        # (A) per subscription: (from, until, item id, the item as last invoiced or None) for undated changes
+        pending = defaultdict(list)  # subscription id -> pending proration lines (listed by /v1/invoiceitems)
+        for sub_idx, ln in account.pending_items:
+            pending[account.subs[sub_idx].id].append(ln)
+        window = self.window_start
+        # (A) per subscription: (from, until, item id, the item as shown, or None) where the API shows the item
+        # otherwise than it was
         self.hidden_changes: dict[int, list[tuple[int, int, str, object]]] = {}
         self.paid_until: dict[int, int] = {}
         for sub in account.subs:
             sub_lines = lines.get(sub.id, [])
-            invoiced_to = max((ln.end for _, ln in sub_lines if ln.kind in ("sub", "trial")), default=None)
-            dated = {ln.start for _, ln in sub_lines if ln.kind.startswith("proration")}
-            visible = min(self.window_start, invoiced_to) if invoiced_to is not None else self.window_start
+            renewals = sorted({ln.start for _, ln in sub_lines if ln.kind in ("sub", "trial")})
+            prorated = {ln.start for _, ln in sub_lines if ln.kind.startswith("proration")}
+            prorated |= {ln.start for ln in pending.get(sub.id, [])}
+            dated = prorated | set(renewals)
+            current_start = account.sub_period(sub, sub.versions[-1], account.now)[0]
+            at_window = {it.id: it for it in self.state_at(sub, window).items} if self.state_at(sub, window) else {}
             hidden = []
             for k in range(1, len(sub.versions)):
                 before, after = sub.versions[k - 1], sub.versions[k]
-                if after.items == before.items or after.t >= self.window_start or after.t in dated:
+                if after.items == before.items or after.t >= window or after.t in dated:
                     continue
                 old = {it.id: it for it in before.items}
                 new = {it.id: it for it in after.items}
+                renewal = next((r for r in renewals if r > after.t), None)
                 for iid in set(old) | set(new):
                     if old.get(iid) == new.get(iid):
                         continue
-                    # hidden until the window shows it, or until a later change of this item is dated
-                    until = next((v.t for v in sub.versions[k + 1:]
-                                  if (v.t in dated or v.t >= self.window_start)
-                                  and {it.id: it for it in v.items}.get(iid) != new.get(iid)), visible)
-                    hidden.append((after.t, min(until, visible), iid, old.get(iid)))
+                    if renewal is not None and renewal < window:
+                        # the next renewal's invoice shows it
+                        hidden.append((after.t, renewal, iid, old.get(iid)))
+                    elif current_start <= after.t:
+                        # in the current period: the current items count from its start or the latest dated
+                        # change after it (before the window)
+                        since = max([current_start, *(d for d in prorated if d < window)])
+                        if since <= after.t:
+                            hidden.append((since, after.t, iid, at_window.get(iid)))
+                        else:
+                            hidden.append((after.t, since, iid, old.get(iid)))
+                    else:
+                        # the window's events show it
+                        hidden.append((after.t, window, iid, old.get(iid)))
             if hidden:
                 self.hidden_changes[sub.idx] = sorted(hidden, key=lambda h: h[0], reverse=True)
             went_unpaid = [after.t for before, after in zip(sub.versions, sub.versions[1:])
@@ -319,12 +339,12 @@ class ApiVisibleHistory(HistoryTruth):
 
     def items_at(self, sub, state, t: int):
         items = {it.id: it for it in state.items}
-        for since, until, iid, last_invoiced in self.hidden_changes.get(sub.idx, ()):  # latest first
-            if since <= t < until:  # (A) the item as last invoiced before the undated change
-                if last_invoiced is None:
+        for since, until, iid, shown in self.hidden_changes.get(sub.idx, ()):  # latest first
+            if since <= t < until:  # (A) the item as the API shows it then
+                if shown is None:
                     items.pop(iid, None)
                 else:
-                    items[iid] = last_invoiced
+                    items[iid] = shown
         return tuple(items.values())
 
     def own_discounts(self, sub, state, t: int) -> list[int]:

@@ -25,6 +25,7 @@ DESCRIPTIONS = {
     "discounts": "Discounts attached to subscriptions, items and customers, with their coupon.",
     "invoices": "Every invoice.",
     "invoice_lines": "Every invoice line, paged past the 10 Stripe embeds.",
+    "invoice_items": "Pending invoice items: prorations not invoiced yet, which date a subscription change.",
     "events": "Stripe events of the last 30 days (Stripe keeps no more): they date subscription changes.",
     "quarantine": "Objects Stripe sent that could not be turned into rows, with the reason.",
 }

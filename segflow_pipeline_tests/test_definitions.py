@@ -10,7 +10,7 @@ import dagster as dg
 from segflow_pipeline.runner import load_definitions
 
 PROJECT = Path(__file__).resolve().parents[1]
-RAW = ["coupons", "customers", "discounts", "events", "invoice_lines", "invoices", "price_tiers", "prices", "products",
+RAW = ["coupons", "customers", "discounts", "events", "invoice_items", "invoice_lines", "invoices", "price_tiers", "prices", "products",
        "quarantine", "subscription_items", "subscriptions"]
 MARTS = sorted(p.stem for p in (PROJECT / "dbt_like_sql" / "marts").glob("*.sql"))
 

@@ -1520,6 +1520,7 @@ class _Generator:
         active_until = min([t for t, _, act, _ in transitions if act in ("cancel_now", "past_due", "cancel_end",
                                                                           "cancel_request")] + [now - 3600])
         changes = plan.get("changes", [])
+        phases: dict[int, str] = {}  # renewal time -> schedule phase change (upgrade / downgrade) starting then
         if outcome in ("trialing", "paused", "incomplete", "incomplete_expired"):
             changes = []  # never paid: nothing to upgrade or downgrade
         for change in changes:
@@ -1534,10 +1535,10 @@ class _Generator:
             kind = kind or rng.choice(["upgrade", "downgrade", "qty_up", "qty_down", "add_addon"])
             if kind.startswith("phase:"):
                 # A subscription schedule's next phase starts at a renewal: the new price is billed by that
-                # renewal's invoice, with no proration.
+                # renewal's invoice, with no proration, and the renewal's own update reports it.
                 b = clock.boundary(clock.index_at(t) + 1)
                 if b <= now - 3600 and b < active_until:
-                    transitions.append((b, 1, "change", kind))
+                    phases[b] = kind.split(":", 1)[1]
                 continue
             transitions.append((t, 3, "change", kind))
         transitions.sort(key=lambda x: (x[0], x[1]))
@@ -1594,7 +1595,17 @@ class _Generator:
                 reason = "subscription_create" if first else "subscription_cycle"
                 prev_ps = bounds[k - 1] if k > 0 else None
                 inv_period = (ps, ps) if first else ((prev_ps, ps) if prev_ps is not None else (sub.trial_start, ps))
-                inv = self._invoice(sub, customer, ps, reason, inv_period[0], inv_period[1], state, "sub",
+                phase_items = self._changed_items(state.items, phases[t], t) if t in phases else None
+                if phase_items is not None:
+                    for o, n in zip(state.items, phase_items):
+                        if o != n:
+                            p0, q0, since = seg_open.pop(o.id)
+                            history.append(Segment(sub.id, o.id, a.prices[p0].id, q0, since, t))
+                            seg_open[n.id] = (n.price, n.quantity, t)
+                    if t < cutoff:  # no event is kept for it: record the new phase's items now
+                        push(t, "customer.subscription.updated", ("items",), items=phase_items)
+                inv = self._invoice(sub, customer, ps, reason, inv_period[0], inv_period[1],
+                                    state._replace(items=phase_items) if phase_items else state, "sub",
                                     (ps, pe), pending, once_used, metered_from=prev_ps)
                 pending = []
                 if inv.subtotal > 0:
@@ -1604,7 +1615,8 @@ class _Generator:
                     push(t, "customer.subscription.updated", ("status", "items", "latest_invoice"),
                          status="active", latest_invoice=latest)
                 elif t >= cutoff and k > 0:
-                    push(t, "customer.subscription.updated", ("items", "latest_invoice"), latest_invoice=latest)
+                    push(t, "customer.subscription.updated", ("items", "latest_invoice"), latest_invoice=latest,
+                         **({"items": phase_items} if phase_items else {}))
                 elif k == 0 and len(sub.versions) == 1:
                     state = sub.versions[0] = state._replace(latest_invoice=latest)
                 if once_used and state.discounts and any(
@@ -1622,9 +1634,9 @@ class _Generator:
                 new_items = self._changed_items(state.items, change_kind, t)
                 if new_items is None:
                     continue
-                if behavior in ("none", "phase"):
-                    # proration_behavior=none, or a schedule phase change at a renewal: the items change with no
-                    # proration line; only the event (30 days) and the next renewal's invoice show it.
+                if behavior == "none":
+                    # proration_behavior=none: the items change with no proration line; only the event (30 days)
+                    # and the next renewal's invoice show it.
                     for iid in {it.id for it in state.items} | {it.id for it in new_items}:
                         o = next((it for it in state.items if it.id == iid), None)
                         n = next((it for it in new_items if it.id == iid), None)

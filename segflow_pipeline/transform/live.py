@@ -298,3 +298,20 @@ def mismatches(series_today: pl.DataFrame, series_subscriptions: pl.DataFrame,
                      round(Decimal(b.numerator) / Decimal(b.denominator), 6)))
     rows += [(i, c, *wrong[(i, c)], None, None, None, None) for (i, c) in sorted(wrong) if (i, c) not in named]
     return pl.DataFrame(rows, schema=MISMATCH_SCHEMA, orient="row")
+
+
+def live_mrr_mismatches(frame: pl.DataFrame, intervals: pl.DataFrame, inputs: Any,
+                        options: MrrOptions = MrrOptions(), as_of: dt.datetime | None = None,
+                        unusable: pl.DataFrame | None = None) -> pl.DataFrame:
+    """The `matches_live_subscriptions` predicate: today's rows of the published series (`frame`, built from
+    `intervals`) against the current objects in `inputs`, valued here without the history rebuild. Offending
+    rows (MISMATCH_SCHEMA) name each subscription valued differently; empty when today agrees to the cent."""
+    from segflow_pipeline.transform import mrr  # the unusable-row rules only; see the module docstring
+
+    now = _naive_utc(as_of or dt.datetime.now(dt.timezone.utc))
+    today = now.date()
+    unusable = mrr.unusable_rows(inputs) if unusable is None else unusable
+    values = subscription_values(inputs, unusable, options, now)
+    counting_today = intervals.filter(
+        (pl.col("valid_from") <= today) & (pl.col("valid_to").is_null() | (pl.col("valid_to") > today)))
+    return mismatches(frame.filter(pl.col("date") == today), counting_today, values)

@@ -3,7 +3,8 @@
 Belongs here: the public MRR transform the `metrics` assets call — `subscription_mrr_intervals` (each
 subscription's MRR as day ranges), `daily_mrr` (the published `metrics.mrr_daily`), `snapshot_rows` (what a run
 records in `metrics.mrr_snapshots`), `unusable_rows` (input rows left out, with the reason) and the invariant
-predicates `movement_breaks`, `gap_rows`, `live_mrr_mismatches`, which return offending rows (empty = fine).
+predicates `movement_breaks`, `gap_rows`, which return offending rows (empty = fine). Today's value is checked
+against the current objects by `live.py`, which shares no code with the history rebuild.
 Not here: Dagster, DuckDB or any I/O; pricing rules (`pricing.py`), rebuilding the past (`history.py`),
 exact arithmetic (`money.py`), currency exponents (`currency.py`).
 
@@ -233,7 +234,7 @@ def _subscription_table(t: MrrInputs, parsed: pl.DataFrame, options: MrrOptions,
         pl.when(never).then(pl.lit(None, pl.Date)).otherwise(history.day_from(count_from_ts, as_of)).alias("count_from"),
         history.day_until(stop, as_of).alias("count_to"),
         problem.alias("problem"),
-    ).select(*keys, "customer", "currency", "exponent", "count_from", "count_to", "problem")
+    ).select(*keys, "customer", "currency", "exponent", "count_from", "count_to", "problem", "current_period_start")
 
 
 # --- discounts (section 4) ---------------------------------------------------------------------------------------
@@ -333,10 +334,12 @@ def subscription_mrr_intervals(
     subs = _subscription_table(t, parsed, options, as_of).filter(pl.col("problem").is_null())
     counting = subs.filter(pl.col("count_from").is_not_null() & (pl.col("count_from") < pl.col("count_to")))
     eras = history.era_starts(t.events)
-    rows = history.item_rows(counting, t.subscription_items, parsed, eras, t.invoice_lines, as_of)
-
     prices = pricing.price_table(t.prices, t.price_tiers)
     usable_prices = prices.filter(pl.col("problem").is_null())
+    rows = history.item_rows(counting, t.subscription_items, parsed, eras, t.invoice_lines, as_of,
+                             invoice_items=t.invoice_items,
+                             metered=prices.filter(pl.col("metered")).select("integration", "price"))
+
     rows = (
         rows.join(counting.select(*keys, "currency", "exponent"), on=keys, how="inner")
         .join(usable_prices.select("integration", "price", "price_currency", "month_num", "interval_count"),
@@ -720,30 +723,6 @@ def gap_rows(frame: pl.DataFrame, today: dt.date | None = None) -> pl.DataFrame:
         .sort("integration", "currency", "date")
         .select(list(schema))
         .cast(schema)
-    )
-
-
-def live_mrr_mismatches(frame: pl.DataFrame, intervals: pl.DataFrame, today: dt.date) -> pl.DataFrame:
-    """Per (integration, currency): today's mrr in `frame` vs the sum of customers' rounded MRR over the
-    subscriptions counting today, computed directly from `intervals`; rows that disagree (integration,
-    currency, series_mrr, live_mrr)."""
-    live = (
-        intervals.filter(
-            (pl.col("valid_from") <= today) & (pl.col("valid_to").is_null() | (pl.col("valid_to") > today))
-        )
-        .group_by("integration", "currency", "customer")
-        .agg(pl.col("mrr_atoms").sum(), pl.col("atoms_per_unit").first())
-        .with_columns(money.half_up_cents(pl.col("mrr_atoms"), pl.col("atoms_per_unit")).alias("cents"))
-        .group_by("integration", "currency")
-        .agg(money.cents_to_decimal(pl.col("cents").sum()).alias("live_mrr"))
-    )
-    published = frame.filter(pl.col("date") == today).select("integration", "currency",
-                                                              pl.col("mrr").alias("series_mrr"))
-    zero = pl.lit(0).cast(pl.Decimal(18, 2))
-    return (
-        published.join(live, on=["integration", "currency"], how="full", coalesce=True)
-        .filter(pl.col("series_mrr").fill_null(zero) != pl.col("live_mrr").fill_null(zero))
-        .sort("integration", "currency")
     )
 
 

@@ -14,6 +14,7 @@ SDK at the same instant, the MRR transform as of it, and then, to the cent:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import duckdb
@@ -125,3 +126,15 @@ def test_today_equals_the_current_objects_and_the_truth(position) -> None:
              if today in days}
     assert series == current
     assert {c: int(v * 100) for c, v in series.items() if v} == {c: v for c, v in truth.items() if v}
+
+
+def test_today_equals_the_current_objects_without_any_event(position) -> None:
+    """An account whose event log is empty (nothing changed in 30 days, or the key cannot read events): today
+    still comes from the current objects, not from the invoiced periods that cover it (a yearly upgrade mid-year
+    left the yearly line at the old price covering today)."""
+    account, inputs, as_of, _ = position
+    quiet = dataclasses.replace(inputs, events=inputs.events.clear())
+    frame = mrr.daily_mrr(mrr.subscription_mrr_intervals(quiet, as_of=as_of), today=as_of.date())
+    series = {r["currency"]: r["mrr"] for r in frame.filter(frame["date"] == as_of.date()).iter_rows(named=True)}
+    current = {r["currency"]: r["mrr"] for r in live.current_mrr(quiet, as_of=as_of).iter_rows(named=True)}
+    assert series == current

@@ -11,7 +11,7 @@ from segflow_pipeline.defs.extract.assets import RAW_KEYS
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
 from segflow_pipeline.defs.reporting import failure_metadata, preview
 from segflow_pipeline.resources.warehouse import WarehouseResource
-from segflow_pipeline.transform import mrr, schemas
+from segflow_pipeline.transform import live, mrr, schemas
 from segflow_pipeline.warehouse import tables as wh
 
 MRR_DAILY = dg.AssetKey(["metrics", "mrr_daily"])
@@ -19,7 +19,7 @@ CUSTOMER_MOVEMENTS = dg.AssetKey(["metrics", "mrr_customer_movements"])
 # `invoices` tells paid invoices from failed ones: an unpaid subscription without its status event stops counting at
 # the end of the last *paid* period (MRR_SPEC.md section 2), never at the end of the invoice it failed to pay.
 INPUT_TABLES = ("subscriptions", "subscription_items", "prices", "price_tiers", "coupons", "discounts", "customers",
-                "invoice_lines", "events", "invoices")
+                "invoice_lines", "invoice_items", "events", "invoices")
 CHECKS = ("matches_schema", "movements_reconcile", "one_row_per_day", "matches_live_subscriptions")
 
 
@@ -67,7 +67,7 @@ def mrr_daily(context: dg.AssetExecutionContext, config: MrrConfig, duckdb: Ware
             "matches_schema": schemas.failure_cases(schemas.MrrDaily, frame),
             "movements_reconcile": mrr.movement_breaks(frame),
             "one_row_per_day": mrr.gap_rows(frame),
-            "matches_live_subscriptions": mrr.live_mrr_mismatches(frame, intervals, today),
+            "matches_live_subscriptions": live.live_mrr_mismatches(frame, intervals, inputs, options, now, unusable),
         }
         results = [dg.AssetCheckResult(asset_key=MRR_DAILY, check_name=name, passed=bad.height == 0,
                                        metadata=failure_metadata(bad) if bad.height else {"failing_rows": 0})

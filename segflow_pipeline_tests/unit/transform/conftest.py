@@ -20,7 +20,7 @@ AS_OF = dt.datetime(2024, 6, 15, 12, 0, 0)
 LONG_AGO = dt.datetime(2024, 1, 1, 0, 0, 0)
 
 INPUT_TABLES = ("subscriptions", "subscription_items", "prices", "price_tiers", "coupons", "discounts",
-                "customers", "invoice_lines", "events")
+                "customers", "invoice_lines", "invoice_items", "events")
 
 
 def at(day: dt.date | str, hh: int = 0, mm: int = 0, ss: int = 0) -> dt.datetime:
@@ -108,11 +108,22 @@ class Account:
 
     def invoice_line(self, subscription: str, price: str, start: dt.datetime, end: dt.datetime,
                      quantity: int = 1, amount: int = 0, item: str | None = None, proration: bool = False,
-                     currency: str = "usd", invoice: str | None = None) -> str:
+                     currency: str = "usd", invoice: str | None = None, type: str = "subscription") -> str:
+        """type "subscription": a line under `parent.subscription_item_details`; "invoiceitem": one under
+        `parent.invoice_item_details` (a proration invoice item: names the subscription, not its item)."""
         id = self._id("il")
-        self._add("invoice_lines", id=id, invoice=invoice or self._id("in"), customer="cus_1", type="subscription",
+        self._add("invoice_lines", id=id, invoice=invoice or self._id("in"), customer="cus_1", type=type,
                   subscription=subscription, subscription_item=item, price=price, quantity=quantity, amount=amount,
                   currency=currency, period_start=start, period_end=end, proration=proration)
+        return id
+
+    def pending_item(self, subscription: str, price: str, start: dt.datetime, end: dt.datetime, amount: int,
+                     quantity: int = 1, item: str | None = None, currency: str = "usd") -> str:
+        """A pending proration invoice item (/v1/invoiceitems?pending=true), not on any invoice yet."""
+        id = self._id("ii")
+        self._add("invoice_items", id=id, customer="cus_1", subscription=subscription, subscription_item=item,
+                  price=price, quantity=quantity, amount=amount, currency=currency, date=start, period_start=start,
+                  period_end=end, proration=True, invoice=None)
         return id
 
     def event(self, subscription: str, created: dt.datetime, data_object: dict[str, Any],

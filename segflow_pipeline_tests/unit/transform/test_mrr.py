@@ -12,7 +12,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from segflow_pipeline.config import MrrOptions
-from segflow_pipeline.transform import mrr
+from segflow_pipeline.transform import live, mrr
 
 from conftest import AS_OF, TODAY, Account, at
 
@@ -467,11 +467,20 @@ def test_gap_rows_reports_missing_days_and_a_series_that_stops_early(account: Ac
 
 def test_live_mrr_mismatches(account: Account) -> None:
     movement_story(account)
-    intervals = mrr.subscription_mrr_intervals(account.inputs(), as_of=AS_OF)
+    inputs = account.inputs()
+    intervals = mrr.subscription_mrr_intervals(inputs, as_of=AS_OF)
     frame = mrr.daily_mrr(intervals, TODAY)
-    assert mrr.live_mrr_mismatches(frame, intervals, TODAY).height == 0
+    assert live.live_mrr_mismatches(frame, intervals, inputs, as_of=AS_OF).height == 0
+    # a published total that the intervals do not explain: named per currency, no subscription to blame
     wrong = frame.with_columns(pl.lit(D("1.00")).cast(pl.Decimal(18, 2)).alias("mrr"))
-    assert mrr.live_mrr_mismatches(wrong, intervals, TODAY).rows() == [("default", "usd", D("1.00"), D("21.00"))]
+    assert live.live_mrr_mismatches(wrong, intervals, inputs, as_of=AS_OF).select(
+        "currency", "series_mrr", "live_mrr", "subscription").rows() == [("usd", D("1.00"), D("21.00"), None)]
+    # a rebuild that got today wrong (the intervals and the series agree, the current objects do not): the
+    # subscription is named with both values
+    broken = intervals.with_columns(pl.col("mrr_atoms") * 2)
+    bad = live.live_mrr_mismatches(mrr.daily_mrr(broken, TODAY), broken, inputs, as_of=AS_OF)
+    assert bad.height >= 1 and bad.get_column("subscription").null_count() == 0
+    assert all(row["series_subscription_mrr"] == 2 * row["live_subscription_mrr"] for row in bad.iter_rows(named=True))
 
 
 def test_snapshot_rows_record_exact_values(account: Account) -> None:

@@ -182,3 +182,87 @@ def test_proration_and_renewal_on_the_same_day_keep_their_order(account: Account
     frame = mrr.daily_mrr(intervals(account), TODAY)
     assert [value_on(frame, dt.date(2024, 5, d)) for d in (24, 25, 26)] == [D("50.00"), D("80.00"), D("80.00")]
     assert frame.get_column("date").max() == TODAY and value_on(frame, TODAY) == D("80.00")
+
+
+# --- every shape Stripe renders a change in (MRR_SPEC section 5, rule 3) -----------------------------------------
+
+def _monthly_upgrade(account: Account, shape: str) -> None:
+    """50.00 -> 80.00 on UPGRADE_DAY, dated only by proration lines in `shape`; no event."""
+    basic, pro = account.price(unit_amount=5000), account.price(unit_amount=8000)
+    account.subscription([(pro, 1)], id="sub_up", start=at("2024-03-01"),
+                         current_period_start=at("2024-06-01"), current_period_end=at("2024-07-01"))
+    item = "si_sub_up_1"
+    for start, end, price in (("2024-03-01", "2024-04-01", basic), ("2024-04-01", "2024-05-01", basic),
+                              ("2024-05-01", "2024-06-01", basic), ("2024-06-01", "2024-07-01", pro)):
+        account.invoice_line("sub_up", price, at(start), at(end), item=item)
+    change = at(UPGRADE_DAY, 14, 30)
+    if shape == "subscription_item_details":
+        account.invoice_line("sub_up", basic, change, at("2024-06-01"), amount=-4000, item=item, proration=True)
+        account.invoice_line("sub_up", pro, change, at("2024-06-01"), amount=6400, item=item, proration=True)
+    elif shape == "invoice_item_details":
+        account.invoice_line("sub_up", basic, change, at("2024-06-01"), amount=-4000, proration=True,
+                             type="invoiceitem")
+        account.invoice_line("sub_up", pro, change, at("2024-06-01"), amount=6400, proration=True,
+                             type="invoiceitem")
+    else:  # pending: not invoiced yet (create_prorations), the item named or not
+        account.pending_item("sub_up", basic, change, at("2024-06-01"), amount=-4000,
+                             item=item if shape == "pending_named" else None)
+        account.pending_item("sub_up", pro, change, at("2024-06-01"), amount=6400,
+                             item=item if shape == "pending_named" else None)
+
+
+@pytest.mark.parametrize("shape", ["subscription_item_details", "invoice_item_details", "pending_named",
+                                   "pending_unnamed"])
+def test_a_proration_in_any_shape_dates_the_change(account: Account, shape: str) -> None:
+    _monthly_upgrade(account, shape)
+    frame = mrr.daily_mrr(intervals(account), TODAY)
+    assert value_on(frame, UPGRADE_DAY - dt.timedelta(days=1)) == D("50.00")
+    assert value_on(frame, UPGRADE_DAY) == D("80.00")
+    assert frame.filter(pl.col("date") == UPGRADE_DAY).get_column("expansion_mrr").item() == D("30.00")
+    assert value_on(frame, TODAY) == D("80.00")
+
+
+def test_yearly_upgrade_mid_year_counts_today_from_the_current_item(account: Account) -> None:
+    """1,200.00 a year upgraded to 2,400.00 mid-year: the yearly line still covers today at the old price, the
+    proration items name only the subscription. Today is 200.00, from the day of the change on."""
+    small, large = account.price(unit_amount=120000, interval="year"), account.price(unit_amount=240000, interval="year")
+    account.subscription([(large, 1)], id="sub_y", start=at("2024-01-10"),
+                         current_period_start=at("2024-01-10"), current_period_end=at("2025-01-10"))
+    account.invoice_line("sub_y", small, at("2024-01-10"), at("2025-01-10"), amount=120000, item="si_sub_y_1")
+    change = at("2024-04-20", 9)
+    account.invoice_line("sub_y", small, change, at("2025-01-10"), amount=-86000, proration=True, type="invoiceitem")
+    account.invoice_line("sub_y", large, change, at("2025-01-10"), amount=172000, proration=True, type="invoiceitem")
+    frame = mrr.daily_mrr(intervals(account), TODAY)
+    assert value_on(frame, dt.date(2024, 4, 19)) == D("100.00")
+    assert value_on(frame, dt.date(2024, 4, 20)) == D("200.00")
+    assert value_on(frame, TODAY) == D("200.00")
+
+
+def test_seat_change_in_invoice_item_lines_is_matched_by_price_and_quantity(account: Account) -> None:
+    seat = account.price(unit_amount=1500)
+    account.subscription([(seat, 12)], id="sub_s", start=at("2024-03-01"),
+                         current_period_start=at("2024-06-01"), current_period_end=at("2024-07-01"))
+    for start, end, qty in (("2024-03-01", "2024-04-01", 8), ("2024-04-01", "2024-05-01", 8),
+                            ("2024-05-01", "2024-06-01", 8), ("2024-06-01", "2024-07-01", 12)):
+        account.invoice_line("sub_s", seat, at(start), at(end), quantity=qty, item="si_sub_s_1")
+    change = at(UPGRADE_DAY, 8)
+    account.invoice_line("sub_s", seat, change, at("2024-06-01"), quantity=8, amount=-10000, proration=True,
+                         type="invoiceitem")
+    account.invoice_line("sub_s", seat, change, at("2024-06-01"), quantity=12, amount=15000, proration=True,
+                         type="invoiceitem")
+    frame = mrr.daily_mrr(intervals(account), TODAY)
+    assert value_on(frame, UPGRADE_DAY - dt.timedelta(days=1)) == D("120.00")
+    assert value_on(frame, UPGRADE_DAY) == D("180.00")
+
+
+def test_a_change_nothing_dates_counts_from_the_current_period_start(account: Account) -> None:
+    """proration_behavior=none mid-period, older than the event window: the current items differ from the last
+    invoiced ones and no event or proration dates the change, so they count from current_period_start."""
+    seat = account.price(unit_amount=12000, interval="year")
+    account.subscription([(seat, 6)], id="sub_n", start=at("2023-11-01"),
+                         current_period_start=at("2023-11-01"), current_period_end=at("2024-11-01"))
+    account.invoice_line("sub_n", seat, at("2023-11-01"), at("2024-11-01"), quantity=5, item="si_sub_n_1")
+    frame = mrr.daily_mrr(intervals(account), TODAY)
+    assert value_on(frame, dt.date(2023, 11, 1)) == D("60.00")
+    assert value_on(frame, TODAY) == D("60.00")
+    assert frame.get_column("mrr").unique().to_list() == [D("60.00")]

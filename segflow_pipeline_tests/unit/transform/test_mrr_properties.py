@@ -14,7 +14,7 @@ import polars as pl
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from segflow_pipeline.transform import currency, mrr, schemas
+from segflow_pipeline.transform import currency, live, mrr, schemas
 
 from conftest import AS_OF, TODAY, Account, at
 
@@ -134,6 +134,6 @@ def test_series_matches_exact_day_by_day_computation(subs: list[dict]) -> None:
 
     assert mrr.movement_breaks(frame).height == 0
     assert mrr.gap_rows(frame, TODAY).height == 0
-    assert mrr.live_mrr_mismatches(frame, intervals, TODAY).height == 0
+    assert live.live_mrr_mismatches(frame, intervals, account.inputs(), as_of=AS_OF).height == 0
     assert schemas.failure_cases(schemas.MrrDaily, frame).height == 0  # includes every amount >= 0
     assert frame.select(pl.col("date").max()).item() in (None, TODAY)

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from segflow_pipeline.config import MrrOptions  # noqa: E402
 from segflow_pipeline.stripe_api.tables import TABLES  # noqa: E402
-from segflow_pipeline.transform import mrr  # noqa: E402
+from segflow_pipeline.transform import live, mrr  # noqa: E402
 
 AS_OF = dt.datetime(2025, 6, 30, 12, 0, 0)
 TODAY = AS_OF.date()
@@ -278,6 +278,12 @@ def main() -> None:
     print(f"transform: subscription_mrr_intervals {t_intervals:.2f}s ({intervals.height:,} intervals) + "
           f"daily_mrr {t_daily:.2f}s ({frame.height:,} rows) = {ours:.2f}s; peak RSS {rss_ours:,.0f} MB "
           f"(before: {rss_before:,.0f} MB)")
+
+    t0 = time.perf_counter()
+    mismatched = live.live_mrr_mismatches(frame, intervals, inputs, MrrOptions(), AS_OF)
+    t_live = time.perf_counter() - t0
+    print(f"live check (today from the current objects, no history): {t_live:.2f}s = {t_live / ours:.2f}x the "
+          f"transform; {mismatched.height} mismatching rows")
 
     first_day = frame.get_column("date").min()
     t0 = time.perf_counter()

@@ -156,6 +156,8 @@ def _in_effect(discount: dict, coupon: dict, options: MrrOptions, now: dt.dateti
 
 def _discounted(amount: Fraction, coupons: list[dict], per_minor: Fraction) -> Fraction:
     """Percentages multiply, then each amount_off (minor units per billing period) is taken once, normalized."""
+    if not coupons:
+        return amount
     for coupon in coupons:
         if coupon["percent_off"] is not None:
             amount *= 1 - _fraction(coupon["percent_off"]) / 100
@@ -178,9 +180,10 @@ def subscription_values(inputs: Any, unusable: pl.DataFrame, options: MrrOptions
     for r in inputs.price_tiers.sort("tier_index").iter_rows(named=True):
         tiers[(r["integration"], r["price"])].append(r)
     coupons = {(r["integration"], r["id"]): r for r in inputs.coupons.iter_rows(named=True)}
-    items: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for r in inputs.subscription_items.iter_rows(named=True):
-        items[(r["integration"], r["subscription"])].append(r)
+    items: dict[tuple[str, str], list[tuple[str, str, int | None]]] = defaultdict(list)
+    for integration, sub_id, item_id, price_id, quantity in inputs.subscription_items.select(
+            "integration", "subscription", "id", "price", "quantity").iter_rows():
+        items[(integration, sub_id)].append((item_id, price_id, quantity))
     by_target: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     own: set[tuple[str, str]] = set()
     for r in inputs.discounts.iter_rows(named=True):
@@ -190,7 +193,7 @@ def subscription_values(inputs: Any, unusable: pl.DataFrame, options: MrrOptions
     requests = _cancel_requests(inputs.events) if options.churn_recognition != "period_end" else {}
 
     def coupons_of(integration: str, scope: str, target: str, cur: str) -> list[dict]:
-        chosen = []
+        chosen: list[dict] = []
         for d in by_target.get((integration, scope, target), ()):
             coupon = coupons.get((integration, d["coupon"]))
             if coupon is None or (integration, "coupon", d["coupon"]) in bad:
@@ -201,27 +204,44 @@ def subscription_values(inputs: Any, unusable: pl.DataFrame, options: MrrOptions
                 chosen.append(coupon)
         return chosen
 
+    # (integration, price, quantity, currency) -> (monthly value in major units, monthly factor per minor unit);
+    # None when the price cannot be used. Most items share a handful of prices and quantities.
+    item_values: dict[tuple[str, str, int, str], tuple[Fraction, Fraction] | None] = {}
+
+    def item_value(integration: str, price_id: str, quantity: int, cur: str) -> tuple[Fraction, Fraction] | None:
+        key = (integration, price_id, quantity, cur)
+        if key not in item_values:
+            price = prices.get((integration, price_id))
+            if (price is None or (integration, "price", price_id) in bad
+                    or price["recurring_interval"] not in PER_MONTH):
+                item_values[key] = None
+            else:
+                factor = (PER_MONTH[price["recurring_interval"]] / (price["recurring_interval_count"] or 1)
+                          / 10 ** currency.exponent(cur))
+                amount = _period_amount(price, tiers.get((integration, price_id), []), quantity)
+                item_values[key] = (amount * factor, factor)
+        return item_values[key]
+
+    columns = ("integration", "id", "customer", "status", "currency", "created", "start_date", "trial_end",
+               "cancel_at", "cancel_at_period_end", "canceled_at", "ended_at", "current_period_end")
     out: list[SubscriptionValue] = []
-    for sub in inputs.subscriptions.iter_rows(named=True):
+    for sub in inputs.subscriptions.select(columns).iter_rows(named=True):
         integration, sid = sub["integration"], sub["id"]
         if (integration, "subscription", sid) in bad or sub["customer"] is None:
             continue
         if not _counts_now(sub, requests.get((integration, sid)), options, now):
             continue
         cur = (sub["currency"] or "").lower()
-        minor = Fraction(10 ** currency.exponent(cur))
         total, per_minor_off = Fraction(0), None
-        for item in items.get((integration, sid), ()):
-            price = prices.get((integration, item["price"]))
-            if price is None or (integration, "subscription_item", item["id"]) in bad:
+        for item_id, price_id, quantity in items.get((integration, sid), ()):
+            if (integration, "subscription_item", item_id) in bad:
                 continue
-            if (integration, "price", item["price"]) in bad or price["recurring_interval"] not in PER_MONTH:
+            valued = item_value(integration, price_id, 1 if quantity is None else quantity, cur)
+            if valued is None:
                 continue
-            factor = PER_MONTH[price["recurring_interval"]] / (price["recurring_interval_count"] or 1) / minor
+            value, factor = valued
             per_minor_off = factor if per_minor_off is None else min(per_minor_off, factor)
-            quantity = 1 if item["quantity"] is None else item["quantity"]
-            value = _period_amount(price, tiers.get((integration, item["price"]), []), quantity) * factor
-            total += _discounted(value, coupons_of(integration, "subscription_item", item["id"], cur), factor)
+            total += _discounted(value, coupons_of(integration, "subscription_item", item_id, cur), factor)
         sub_coupons = coupons_of(integration, "subscription", sid, cur)
         if (integration, sid) not in own:
             sub_coupons = coupons_of(integration, "customer", sub["customer"], cur)

@@ -39,7 +39,8 @@ def test_definitions_hold_one_asset_per_model_with_deps_from_the_sql() -> None:
     defs = dg.Definitions(assets=[*MART_ASSETS, mrr_report], resources={"duckdb": WarehouseResource(database="x")})
     graph = defs.resolve_asset_graph()
     assert {k.path[1] for k in MART_KEYS} >= {"mrr_monthly", "mrr_bridge_monthly", "mrr_by_product",
-                                              "customer_metrics_monthly", "trials_monthly"}
+                                              "kpis_monthly", "cohort_retention", "movement_customers",
+                                              "trials_monthly"}
     assert MRR_BRIDGE_MONTHLY in MART_KEYS and MRR_REPORT not in MART_KEYS
     bridge = graph.get(MRR_BRIDGE_MONTHLY)
     assert bridge.parent_keys == {dg.AssetKey(["metrics", "mrr_daily"]), dg.AssetKey(["marts", "mrr_monthly"])}

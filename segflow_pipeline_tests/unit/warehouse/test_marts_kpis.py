@@ -237,3 +237,19 @@ def test_every_column_of_every_model_is_documented_once(warehouse: duckdb.DuckDB
     for m in sm.load_models():
         documented = re.findall(r"^-- @col ([a-z_][a-z0-9_]*): \S", m.sql, flags=re.M)
         assert documented == built[m.name].columns, m.name
+
+
+def test_docs_list_every_column_of_every_mart_and_reporting_table() -> None:
+    from segflow_pipeline.transform import reporting_currency as rc
+
+    docs = (sm.MODELS_DIR.parent / "docs" / "tables.md").read_text()
+    sections = dict(re.findall(r"^### ([a-z_]+\.[a-z_]+)\n(.*?)(?=^#{2,3} |\Z)", docs, flags=re.M | re.S))
+    expected = {f"marts.{m.name}": re.findall(r"^-- @col ([a-z_][a-z0-9_]*):", m.sql, flags=re.M)
+                for m in sm.load_models()}
+    expected["metrics.mrr_daily_reporting"] = list(rc.DAILY_REPORTING_SCHEMA)
+    expected["marts.kpis_monthly_reporting"] = list(rc.KPIS_REPORTING_SCHEMA)
+    assert set(expected) <= set(sections)
+    for table, columns in expected.items():
+        assert re.findall(r"^\| `([a-z_0-9]+)` \|", sections[table], flags=re.M) == columns, table
+    assert set(rc.DAILY_REPORTING_COLUMNS) == set(rc.DAILY_REPORTING_SCHEMA)
+    assert set(rc.KPIS_REPORTING_COLUMNS) == set(rc.KPIS_REPORTING_SCHEMA)

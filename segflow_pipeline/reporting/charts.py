@@ -260,6 +260,8 @@ def total_chart(reporting_daily: pl.DataFrame, reporting_kpis: pl.DataFrame) -> 
     bottom.plot(positions, [float(v) for v in months["net_new_mrr"].to_list()], "D", color="#212121", markersize=4,
                 label="Net new MRR")
     bottom.axhline(0, color="#424242", linewidth=0.8)
+    span = (max(up + [0.0]) - min(down + [0.0])) or 1.0
+    bottom.set_ylim(min(down + [0.0]) - 0.08 * span, max(up + [0.0]) + 0.08 * span)
     _money_axis(bottom, f"Change in MRR ({currency.upper()})", currency)
     if positions:
         _month_axis(bottom, positions[0], positions[-1], pad_days=20 if len(positions) > 2 else 75)

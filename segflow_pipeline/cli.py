@@ -203,6 +203,7 @@ def cmd_demo(n_subscriptions: int) -> int:
             print("STRIPE_API_KEY is set: the demo reads your Stripe account (read-only).")
         else:
             url = stack.enter_context(sandbox_environment(n_subscriptions))
+            stack.enter_context(config.sandbox_fx_rates())  # a usd total too, unless SEGFLOW_FX_RATES is set
             print(f"No STRIPE_API_KEY: using the built-in Stripe emulator at {url} with a sandbox account "
                   f"of {n_subscriptions} subscriptions.")
         code = runner.refresh(None, full=True)

@@ -2,13 +2,16 @@
 
 Environment (CONTRACT.md): STRIPE_API_KEY, STRIPE_API_BASE, SEGFLOW_DUCKDB_PATH; project-specific variables start
 with SEGFLOW_. The integrations file names, for each Stripe account, the environment variable that holds its key,
-never the key itself.
+never the key itself. A reporting currency is optional: SEGFLOW_FX_RATES names a CSV file of rates
+(`date,currency,rate`) and SEGFLOW_REPORTING_CURRENCY the currency they convert into.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -19,6 +22,12 @@ DEFAULT_DUCKDB_PATH = "data/segflow.duckdb"
 DEFAULT_INTEGRATIONS_FILE = "integrations.yaml"
 DEFAULT_INTEGRATION = "default"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+FX_RATES_ENV = "SEGFLOW_FX_RATES"
+REPORTING_CURRENCY_ENV = "SEGFLOW_REPORTING_CURRENCY"
+DEFAULT_REPORTING_CURRENCY = "usd"
+# Illustrative usd rates for eur and jpy, one a month from 2000 to 2040, so that the demo on the sandbox (which can be
+# built at any date) shows a reporting currency. Never used unless the demo runs on the sandbox.
+SANDBOX_FX_RATES = Path(__file__).resolve().parent / "sandbox" / "fx_rates.csv"
 
 
 class ConfigError(ValueError):
@@ -72,6 +81,52 @@ def api_base(environ: Mapping[str, str] | None = None) -> str | None:
 def integrations_file(environ: Mapping[str, str] | None = None) -> Path:
     env = environ if environ is not None else os.environ
     return Path(env.get("SEGFLOW_INTEGRATIONS_FILE") or DEFAULT_INTEGRATIONS_FILE)
+
+
+@dataclass(frozen=True)
+class ReportingCurrency:
+    """Convert every currency into `currency` with the rates of `rates_file` (units of `currency` per unit)."""
+
+    currency: str
+    rates_file: Path
+
+
+def reporting_currency(environ: Mapping[str, str] | None = None) -> ReportingCurrency | None:
+    """The reporting currency settings, or None when SEGFLOW_FX_RATES is not set (nothing is converted then)."""
+    env = environ if environ is not None else os.environ
+    rates = (env.get(FX_RATES_ENV) or "").strip()
+    if not rates:
+        return None
+    currency = (env.get(REPORTING_CURRENCY_ENV) or DEFAULT_REPORTING_CURRENCY).strip().lower()
+    if not re.fullmatch(r"[a-z]{3}", currency):
+        raise ConfigError(f"{REPORTING_CURRENCY_ENV}={currency!r} is not a currency code; set a three-letter ISO "
+                          "code such as usd or eur")
+    path = Path(rates)
+    if not path.is_file():
+        raise ConfigError(f"{FX_RATES_ENV}={rates}: no such file. Point it at a CSV file with the columns "
+                          f"date,currency,rate ({currency} per unit of currency), or unset it.")
+    return ReportingCurrency(currency=currency, rates_file=path)
+
+
+@contextlib.contextmanager
+def sandbox_fx_rates(environ: MutableMapping[str, str] | None = None) -> Iterator[None]:
+    """For the demo on the sandbox: the sandbox's usd rates as SEGFLOW_FX_RATES for the life of the block, unless
+    the user set SEGFLOW_FX_RATES or a reporting currency other than usd themselves (their settings win)."""
+    env = environ if environ is not None else os.environ
+    chosen = (env.get(REPORTING_CURRENCY_ENV) or DEFAULT_REPORTING_CURRENCY).strip().lower()
+    if env.get(FX_RATES_ENV) or chosen != DEFAULT_REPORTING_CURRENCY:
+        yield
+        return
+    saved = {k: env.get(k) for k in (FX_RATES_ENV, REPORTING_CURRENCY_ENV)}
+    env.update({FX_RATES_ENV: str(SANDBOX_FX_RATES), REPORTING_CURRENCY_ENV: DEFAULT_REPORTING_CURRENCY})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
 
 
 def load_integrations(environ: Mapping[str, str] | None = None) -> list[Integration]:

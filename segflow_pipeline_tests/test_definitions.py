@@ -20,11 +20,12 @@ def test_assets_groups_and_keys():
     graph = defs.resolve_asset_graph()
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
     expected = {**{f"stripe/{t}": "extract" for t in RAW}, "metrics/mrr_daily": "metrics",
-                "metrics/mrr_customer_movements": "metrics",
+                "metrics/mrr_customer_movements": "metrics", "metrics/mrr_daily_reporting": "metrics",
                 **{f"marts/{m}": "marts" for m in MARTS}, "marts/mrr_report": "marts",
-                "publish/segflow_duckdb": "publish"}
+                "marts/kpis_monthly_reporting": "marts", "publish/segflow_duckdb": "publish"}
     assert groups == expected
-    assert len(MARTS) >= 5
+    assert {"kpis_monthly", "cohort_retention", "movement_customers", "mrr_bridge_monthly"} <= set(MARTS)
+    assert "customer_metrics_monthly" not in MARTS  # replaced by kpis_monthly
 
 
 def test_checks_state_properties_and_block():
@@ -35,13 +36,25 @@ def test_checks_state_properties_and_block():
     for table in RAW:
         assert (f"stripe/{table}", "unique_ids") in checks
     assert ("publish/segflow_duckdb", "readable_with_contract_tables") in checks
+    for asset, name in (("marts/kpis_monthly", "agrees_with_mrr_daily"), ("marts/kpis_monthly", "movements_reconcile"),
+                        ("marts/kpis_monthly", "gross_revenue_retention_is_a_share"),
+                        ("marts/kpis_monthly", "net_revenue_retention_not_negative"),
+                        ("marts/cohort_retention", "cohorts_add_up_to_mrr_daily"),
+                        ("marts/movement_customers", "sums_to_the_bridge"),
+                        ("metrics/mrr_daily_reporting", "rates_cover_every_day"),
+                        ("metrics/mrr_daily_reporting", "one_row_per_day"),
+                        ("marts/kpis_monthly_reporting", "agrees_with_kpis_monthly"),
+                        ("marts/kpis_monthly_reporting", "rates_in_range")):
+        assert (asset, name) in checks
+    assert not [key for key in checks if key[0] == "marts/customer_metrics_monthly"]
     assert not [name for _, name in checks if "check" in name]
 
 
 def test_publish_depends_on_every_metric_and_mart():
     graph = load_definitions().resolve_asset_graph()
     parents = {k.to_user_string() for k in graph.get(dg.AssetKey(["publish", "segflow_duckdb"])).parent_keys}
-    assert {"metrics/mrr_daily", "marts/mrr_report", *(f"marts/{m}" for m in MARTS)} <= parents
+    assert {"metrics/mrr_daily", "metrics/mrr_daily_reporting", "marts/kpis_monthly_reporting", "marts/mrr_report",
+            *(f"marts/{m}" for m in MARTS)} <= parents
 
 
 def test_job_schedule_and_freshness():

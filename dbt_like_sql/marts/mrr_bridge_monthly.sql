@@ -4,13 +4,20 @@
 -- test: expression(starting_mrr + new_mrr + expansion_mrr + reactivation_mrr - contraction_mrr - churned_mrr = ending_mrr) as movements_reconcile
 -- test: expression(least(new_mrr, expansion_mrr, reactivation_mrr, contraction_mrr, churned_mrr) >= 0) as movements_not_negative
 --
--- starting_mrr  MRR at the end of the previous month (0 in the first month of the currency's series).
--- ending_mrr    MRR at the end of the month; today for the current month (= marts.mrr_monthly.mrr).
--- new_mrr, expansion_mrr, reactivation_mrr, contraction_mrr, churned_mrr: the sum of metrics.mrr_daily's daily
---               movements over the days of the month, positive amounts (MRR_SPEC.md section 6). As the daily
---               movements reconcile day by day and the series has no gaps, the month reconciles to the cent:
---               starting + new + expansion + reactivation - contraction - churned = ending.
--- net_new_mrr   ending_mrr - starting_mrr.
+-- The movements are the sums of metrics.mrr_daily's daily movements over the days of the month. As the daily
+-- movements reconcile day by day and the series has no gaps, the month reconciles to the cent:
+-- starting + new + expansion + reactivation - contraction - churned = ending.
+-- @col integration: the configured Stripe account (`default` for the environment key).
+-- @col currency: lowercase ISO code as Stripe writes it; currencies are never mixed.
+-- @col month: first day of the calendar month (UTC).
+-- @col starting_mrr: MRR at the end of the previous month (0 in the first month of the currency's series).
+-- @col new_mrr: MRR of customers whose first paying day falls in the month.
+-- @col expansion_mrr: increases of customers already paying, summed over the days of the month.
+-- @col reactivation_mrr: MRR of customers who paid before, stopped, and paid again during the month.
+-- @col contraction_mrr: decreases of customers who keep paying, summed over the days of the month (positive).
+-- @col churned_mrr: MRR of customers who stopped paying during the month (positive).
+-- @col ending_mrr: MRR at the end of the month; today for the current month (= marts.mrr_monthly.mrr).
+-- @col net_new_mrr: ending_mrr - starting_mrr.
 with movements as (
     select
         integration,

@@ -12,6 +12,18 @@
 -- whole subscription or customer and have no single product to land on; amounts are rounded per row, not per
 -- customer; whether a subscription counts comes from its own dates (see marts.subscription_periods). So the
 -- total of a currency is the list-price MRR and can be above metrics.mrr_daily's mrr by the discounts.
+-- @col integration: the configured Stripe account (`default` for the environment key).
+-- @col currency: the price's lowercase ISO currency code.
+-- @col product: Stripe product id.
+-- @col product_name: the product's name (its id when it has none).
+-- @col price: Stripe price id (the plan).
+-- @col price_nickname: the price's nickname in Stripe, if any.
+-- @col recurring_interval: day | week | month | year.
+-- @col recurring_interval_count: how many intervals one billing period lasts.
+-- @col as_of_date: the day of the run (UTC): the subscriptions counting now.
+-- @col subscriptions: counting subscriptions with an item at this price.
+-- @col quantity: the summed quantity of those items.
+-- @col mrr_before_discounts: their MRR at list price, normalized to a month, rounded to 0.01 major units.
 with counting as (
     select integration, subscription
     from marts.subscription_periods

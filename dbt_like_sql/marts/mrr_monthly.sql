@@ -4,10 +4,15 @@
 -- test: expression(arr = 12 * mrr) as arr_is_twelve_times_mrr
 -- test: expression(mrr >= 0) as mrr_not_negative
 --
--- month       first day of the calendar month (UTC).
--- as_of_date  the day whose end-of-day state is shown: the month's last day, or for the current month the latest
---             day of metrics.mrr_daily (today, as the series always runs to today).
--- mrr, arr, active_subscriptions, paying_customers: metrics.mrr_daily on as_of_date (MRR_SPEC.md).
+-- The values are those of metrics.mrr_daily on as_of_date.
+-- @col integration: the configured Stripe account (`default` for the environment key).
+-- @col currency: lowercase ISO code as Stripe writes it; currencies are never mixed.
+-- @col month: first day of the calendar month (UTC).
+-- @col as_of_date: the day whose end-of-day state is shown: the month's last day, or today for the current month.
+-- @col mrr: monthly recurring revenue at the end of as_of_date, in the currency's major unit.
+-- @col arr: 12 × mrr.
+-- @col active_subscriptions: subscriptions with MRR > 0 at the end of as_of_date.
+-- @col paying_customers: customers with MRR > 0 at the end of as_of_date.
 with daily as (
     select
         integration,

@@ -13,6 +13,13 @@
 -- - it stops at ended_at when it ended at once; a scheduled cancellation (cancel_at_period_end, cancel_at) stops
 --   it at canceled_at, else at cancel_at (the default churn_recognition: canceled_at; the period_end option is not
 --   applied here); an unpaid or paused subscription stops at the start of its current, unpaid period.
+-- @col integration: the configured Stripe account (`default` for the environment key).
+-- @col subscription: Stripe subscription id.
+-- @col customer: Stripe customer id.
+-- @col currency: lowercase ISO code of the subscription.
+-- @col status: the subscription's current Stripe status.
+-- @col counts_from: when it starts counting as paying (UTC, inclusive); null if it never counted.
+-- @col counts_until: when it stops counting (UTC, exclusive); null while it still counts.
 with paid_items as (
     select distinct i.integration, i.subscription
     from stripe.subscription_items as i

@@ -6,12 +6,14 @@
 --
 -- From stripe.subscriptions (trial_start, trial_end) and marts.subscription_periods; one row per month in which a
 -- trial started or ended.
--- trials_started    subscriptions whose trial_start falls in the month.
--- trials_ended      subscriptions whose trial_end falls in the month and is not in the future.
--- trials_converted  of trials_ended, those that went on to count as paying after the trial (subscription_periods
---                   has a counting period starting at trial_end): canceled during the trial, unpaid from the first
---                   invoice, or incomplete subscriptions did not convert.
--- conversion_rate   trials_converted / trials_ended, rounded to 4 decimals; null when no trial ended.
+-- A trial converted when marts.subscription_periods has a counting period starting at its trial_end: canceled
+-- during the trial, unpaid from the first invoice, or incomplete subscriptions did not convert.
+-- @col integration: the configured Stripe account (`default` for the environment key).
+-- @col month: first day of the calendar month (UTC).
+-- @col trials_started: subscriptions whose trial_start falls in the month.
+-- @col trials_ended: subscriptions whose trial_end falls in the month and is not in the future.
+-- @col trials_converted: of trials_ended, those that went on to count as paying after the trial.
+-- @col conversion_rate: trials_converted / trials_ended, rounded to 4 decimals; null when no trial ended.
 with trials as (
     select
         s.integration,

@@ -11,6 +11,11 @@ A model file:
 -- test: unique(integration, currency, month)
 -- test: not_null(integration, currency, month, mrr)
 -- test: expression(starting_mrr + new_mrr - churned_mrr = ending_mrr) as movements_reconcile
+-- test: query(
+--     select m.* from this as m join marts.mrr_monthly as o using (integration, currency, month)
+--     where m.ending_mrr <> o.mrr
+-- ) as agrees_with_mrr_monthly
+-- @col month: first day of the calendar month (UTC).
 with monthly as (select ... from metrics.mrr_daily ...)
 select ... from monthly
 ```
@@ -18,11 +23,17 @@ select ... from monthly
   `stripe.subscriptions`, `marts.mrr_monthly`); unqualified names must be CTEs.
 - Parameters: `$as_of` (the run's time, naive UTC TIMESTAMP) for "now"; `$integration` is bound too but is rarely
   needed, as every read is already restricted to the integration being refreshed (see `scoped_sql`).
-- Tests, one per `-- test:` comment line, each a property every row of the result must have:
+- Tests, one per `-- test:` comment, each a property the result must have:
   `unique(col, ...)` (no two rows share these values), `not_null(col, ...)` (none of these is null),
-  `expression(<sql boolean>) as <name>` (true for every row; null counts as false). `as <name>` sets the check
-  name (required for `expression`); the default is `unique_<cols>`, and `not_null_<col>` for one column or
-  `not_null` for several.
+  `expression(<sql boolean>) as <name>` (true for every row; null counts as false), and
+  `query(<select>) as <name>`: a select returning the offending rows, in which `this` is the model's result and
+  other tables are read as the model reads them (schema-qualified, restricted to the integration), for properties
+  that compare the result with another table. A test whose parentheses are still open at the end of its line
+  continues on the following comment lines. `as <name>` sets the check name (required for `expression` and
+  `query`); the default is `unique_<cols>`, and `not_null_<col>` for one column or `not_null` for several.
+- Other comment lines are free text for people, e.g. one `-- @col <name>: <description>` line per column of the
+  result (the column comments of the published table).
+- A model's dependencies are the tables its select and its `query` tests read.
 """
 
 from __future__ import annotations
@@ -44,7 +55,8 @@ from sqlglot import exp
 DIALECT = "duckdb"
 MODELS_DIR = Path(__file__).resolve().parents[2] / "dbt_like_sql"
 PARAMETERS = ("integration", "as_of")
-TEST_KINDS = ("unique", "not_null", "expression")
+TEST_KINDS = ("unique", "not_null", "expression", "query")
+THIS = "this"  # in a `query` test, the model's result
 # Table functions that only generate rows (no file or network access) may appear in FROM.
 ROW_GENERATORS = (exp.GenerateSeries, exp.Unnest, exp.ExplodingGenerateSeries)
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -71,9 +83,9 @@ class DataTest:
     """A property every row of a model's result must have; `name` is the check name."""
 
     name: str
-    kind: Literal["unique", "not_null", "expression"]
+    kind: Literal["unique", "not_null", "expression", "query"]
     columns: tuple[str, ...] = ()
-    condition: str | None = None
+    condition: str | None = None  # expression: the SQL boolean; query: the select returning offending rows
 
 
 @dataclass(frozen=True)
@@ -117,8 +129,13 @@ def parse_model(text: str, schema: str, name: str, path: Path | None = None) -> 
         raise ModelError(f"{where}: a model is exactly one select statement (found {len(statements)} statements)")
     tree = statements[0]
     _check_parameters(tree, where)
+    tests = test_declarations(text, where)
+    refs = set(_table_refs(tree, where))
+    for test in tests:
+        if test.kind == "query":
+            refs.update(_table_refs(_parse_one(test.condition or "", where), where, allowed=frozenset({THIS})))
     return SqlModel(schema=schema, name=name, sql=text, description=description,
-                    refs=_table_refs(tree, where), tests=test_declarations(text, where), path=path)
+                    refs=tuple(sorted(refs)), tests=tests, path=path)
 
 
 def table_refs(sql: str) -> tuple[TableRef, ...]:
@@ -151,15 +168,20 @@ def in_dependency_order(models: Iterable[SqlModel]) -> list[SqlModel]:
 
 
 def test_declarations(text: str, where: str = "<sql>") -> tuple[DataTest, ...]:
-    """The `-- test: kind(args) [as name]` comment lines of a model file."""
+    """The `-- test: kind(args) [as name]` comments of a model file (a test with open parentheses at the end of
+    its line continues on the following comment lines)."""
     tests: list[DataTest] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped.startswith("--"):
-            continue
+    lines = text.splitlines()
+    index = 0
+    while index < len(lines):
+        number, stripped = index + 1, lines[index].strip()
+        index += 1
         body = stripped.lstrip("-").strip()
-        if not body.startswith(_TEST_PREFIX):
+        if not stripped.startswith("--") or not body.startswith(_TEST_PREFIX):
             continue
+        while _open_parentheses(body) > 0 and index < len(lines) and lines[index].strip().startswith("--"):
+            body = f"{body} {lines[index].strip().lstrip('-').strip()}"
+            index += 1
         tests.append(_parse_test(body[len(_TEST_PREFIX):].strip(), f"{where}:{number}"))
     names = [t.name for t in tests]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -174,7 +196,10 @@ def scoped_sql(model: SqlModel, column: str = "integration") -> str:
     Each integration's working file is refreshed on its own and published as a union, so a model must never see
     (or write) another integration's rows, even if a file happens to hold some.
     """
-    tree = _parse_one(model.sql, model.where)
+    return _scoped(_parse_one(model.sql, model.where), column).sql(dialect=DIALECT)
+
+
+def _scoped(tree: exp.Expression, column: str = "integration") -> exp.Expression:
     for table in list(tree.find_all(exp.Table)):
         if not table.db:
             continue
@@ -182,7 +207,7 @@ def scoped_sql(model: SqlModel, column: str = "integration") -> str:
         scoped = (exp.select("*").from_(exp.table_(table.name, db=table.db))
                   .where(exp.column(column).eq(exp.Placeholder(this="integration"))))
         table.replace(scoped.subquery(alias))
-    return tree.sql(dialect=DIALECT)
+    return tree
 
 
 def parameters_for(sql: str, integration: str, as_of: dt.datetime) -> dict[str, object]:
@@ -201,6 +226,12 @@ def failing_rows_sql(test: DataTest, relation: str) -> str:
                  .from_(source).group_by(*columns).having(exp.Count(this=exp.Star()) > 1))
     elif test.kind == "not_null":
         query = exp.select("*").from_(source).where(exp.or_(*(exp.column(c).is_(exp.null()) for c in test.columns)))
+    elif test.kind == "query":
+        query = _parse_one(test.condition or "", test.name)
+        for table in list(query.find_all(exp.Table)):
+            if not table.db and table.name == THIS and isinstance(table.this, exp.Identifier):
+                table.replace(exp.to_table(relation).as_(table.alias or THIS))
+        query = _scoped(query)
     else:
         condition = sqlglot.parse_one(test.condition or "", dialect=DIALECT)
         query = exp.select("*").from_(source).where(
@@ -218,12 +249,22 @@ def run_model(con: duckdb.DuckDBPyConnection, model: SqlModel, integration: str,
                          f"({', '.join(str(r) for r in model.refs)}) first.") from exc
 
 
-def test_failures(con: duckdb.DuckDBPyConnection, model: SqlModel, rows: pa.Table) -> dict[str, pl.DataFrame]:
-    """For each test of `model`, the rows of `rows` (the model's result) that break it; empty frames when it holds."""
+def test_failures(con: duckdb.DuckDBPyConnection, model: SqlModel, rows: pa.Table, integration: str,
+                  as_of: dt.datetime | None = None) -> dict[str, pl.DataFrame]:
+    """For each test of `model`, the rows of `rows` (the model's result for `integration`) that break it, or for a
+    `query` test the rows it returns; empty frames when it holds."""
     relation = f"_model_{model.name}"
     con.register(relation, rows)
     try:
-        return {t.name: con.sql(failing_rows_sql(t, relation)).pl() for t in model.tests}
+        failures = {}
+        for test in model.tests:
+            sql = failing_rows_sql(test, relation)
+            params = parameters_for(sql, integration, as_of or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
+            try:
+                failures[test.name] = con.sql(sql, params=params).pl()
+            except duckdb.Error as exc:
+                raise ModelError(f"{model.where}: test {test.name} cannot run: {exc}") from exc
+        return failures
     finally:
         con.unregister(relation)
 
@@ -254,8 +295,8 @@ def _cte_names(tree: exp.Expression) -> set[str]:
     return {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
 
 
-def _table_refs(tree: exp.Expression, where: str) -> tuple[TableRef, ...]:
-    ctes = _cte_names(tree)
+def _table_refs(tree: exp.Expression, where: str, allowed: frozenset[str] = frozenset()) -> tuple[TableRef, ...]:
+    ctes = _cte_names(tree) | allowed
     refs: set[TableRef] = set()
     for table in tree.find_all(exp.Table):
         if not isinstance(table.this, exp.Identifier):
@@ -285,8 +326,8 @@ def _parse_test(body: str, where: str) -> DataTest:
     open_at, close_at = body.find("("), body.rfind(")")
     kind = body[:open_at].strip() if open_at > 0 else ""
     if kind not in TEST_KINDS or close_at < open_at:
-        raise ModelError(f"{where}: cannot read test `{body}`; write `unique(col, ...)`, `not_null(col, ...)` "
-                         "or `expression(<sql boolean>) as <name>`")
+        raise ModelError(f"{where}: cannot read test `{body}`; write `unique(col, ...)`, `not_null(col, ...)`, "
+                         "`expression(<sql boolean>) as <name>` or `query(<select>) as <name>`")
     arguments, rest = body[open_at + 1:close_at].strip(), body[close_at + 1:].strip()
     name = ""
     if rest:
@@ -294,6 +335,18 @@ def _parse_test(body: str, where: str) -> DataTest:
         if len(words) != 2 or words[0].lower() != "as" or not _NAME.match(words[1]):
             raise ModelError(f"{where}: after the test write `as <snake_case_name>`, not `{rest}`")
         name = words[1]
+    if kind == "query":
+        if not name:
+            raise ModelError(f"{where}: name the property a query test checks: `query(select ...) as <name>`")
+        try:
+            statements = [s for s in sqlglot.parse(arguments, dialect=DIALECT) if s is not None]
+        except sqlglot.errors.ParseError as exc:
+            raise ModelError(f"{where}: the query `{arguments}` is not valid SQL: {exc}") from None
+        if len(statements) != 1 or not isinstance(statements[0], exp.Query):
+            raise ModelError(f"{where}: a query test is one select returning the offending rows")
+        _check_parameters(statements[0], where)
+        _table_refs(statements[0], where, allowed=frozenset({THIS}))
+        return DataTest(name=name, kind="query", condition=statements[0].sql(dialect=DIALECT))
     if kind == "expression":
         if not name:
             raise ModelError(f"{where}: name the property an expression test checks: `expression(...) as <name>`")
@@ -305,6 +358,12 @@ def _parse_test(body: str, where: str) -> DataTest:
     columns = _column_list(arguments, where)
     default = f"{kind}_{'_'.join(columns)}" if kind == "unique" or len(columns) == 1 else kind
     return DataTest(name=name or default, kind=kind, columns=columns)  # type: ignore[arg-type]
+
+
+def _open_parentheses(text: str) -> int:
+    """How many parentheses `text` leaves open, not counting those inside quotes."""
+    bare = re.sub(r"'[^']*'|\"[^\"]*\"", "", text)
+    return bare.count("(") - bare.count(")")
 
 
 def _column_list(arguments: str, where: str) -> tuple[str, ...]:

@@ -65,3 +65,11 @@ def _ensure_shape(con: duckdb.DuckDBPyConnection, schema: str, table: str, arrow
     if not existing:
         con.execute(f'create table "{schema}"."{table}" as select * from _shape')
     con.unregister("_shape")
+
+
+def drop_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    """Drop a table of the working file if it exists (a table that is no longer built); returns whether it did."""
+    if not table_exists(con, schema, table):
+        return False
+    con.execute(f'drop table "{schema}"."{table}"')
+    return True

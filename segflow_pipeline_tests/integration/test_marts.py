@@ -10,6 +10,9 @@ import pytest
 from segflow_pipeline.defs.integrations import INTEGRATIONS
 from segflow_pipeline.defs.marts.assets import MART_ASSETS, MART_KEYS, MODELS, UPSTREAM
 from segflow_pipeline.defs.marts.report import MRR_BRIDGE_MONTHLY, MRR_REPORT, mrr_report
+from segflow_pipeline.defs.marts.reporting_currency import kpis_monthly_reporting
+from segflow_pipeline.defs.metrics.reporting_currency import mrr_daily_reporting
+from segflow_pipeline.runner import failure_messages
 from segflow_pipeline.resources.warehouse import WarehouseResource
 from segflow_pipeline.warehouse import files
 from segflow_pipeline_tests.unit.warehouse.test_sql_models import seed
@@ -39,7 +42,8 @@ def test_definitions_hold_one_asset_per_model_with_deps_from_the_sql() -> None:
     defs = dg.Definitions(assets=[*MART_ASSETS, mrr_report], resources={"duckdb": WarehouseResource(database="x")})
     graph = defs.resolve_asset_graph()
     assert {k.path[1] for k in MART_KEYS} >= {"mrr_monthly", "mrr_bridge_monthly", "mrr_by_product",
-                                              "customer_metrics_monthly", "trials_monthly"}
+                                              "kpis_monthly", "cohort_retention", "movement_customers",
+                                              "trials_monthly"}
     assert MRR_BRIDGE_MONTHLY in MART_KEYS and MRR_REPORT not in MART_KEYS
     bridge = graph.get(MRR_BRIDGE_MONTHLY)
     assert bridge.parent_keys == {dg.AssetKey(["metrics", "mrr_daily"]), dg.AssetKey(["marts", "mrr_monthly"])}
@@ -63,9 +67,11 @@ def test_materialize_writes_marts_checks_and_report(published: Path) -> None:
     assert [float(v) for (v,) in ending] == [150.0, 200.0, 230.0]
     assert integrations == [(NAME,)]
     report = published.parent / "reports" / NAME
-    assert {p.name for p in report.iterdir()} == {"mrr.png", "bridge.png", "mrr.html"}
+    assert {p.name for p in report.iterdir()} == {"mrr.png", "bridge.png", "kpis.png", "cohorts.png", "mrr.html"}
     metadata = result.asset_materializations_for_node("marts__mrr_report")[0].metadata
     assert metadata["mrr_chart"].value.startswith("![MRR per currency](data:image/png;base64,")
+    assert metadata["kpis_chart"].value.startswith("![Headline KPIs, last 12 months](data:image/png;base64,")
+    assert "total_chart" not in metadata  # no reporting currency
     assert metadata["report"].value == str((report / "mrr.html").resolve())
 
 
@@ -82,3 +88,105 @@ def test_a_failing_test_blocks_the_write(published: Path) -> None:
         new = con.execute("select new_mrr from marts.mrr_bridge_monthly where currency = 'usd' "
                           "and month = '2025-02-01'").fetchone()[0]
     assert float(new) == 70.0  # the table from the good run is still there
+
+
+# --- reporting currency ------------------------------------------------------------------------------------------
+
+REPORTING = [mrr_daily_reporting, kpis_monthly_reporting]
+
+
+def materialize_all(published: Path) -> dg.ExecuteInProcessResult:
+    partition = NAME if MART_ASSETS[0].partitions_def else None
+    return dg.materialize([*MART_ASSETS, *REPORTING, mrr_report], partition_key=partition, raise_on_error=False,
+                          resources={"duckdb": WarehouseResource(database=str(published))})
+
+
+def tables(published: Path) -> set[str]:
+    with duckdb.connect(str(files.working_path(published, NAME)), read_only=True) as con:
+        return {f"{s}.{t}" for s, t in con.execute("select table_schema, table_name from information_schema.tables"
+                                                   " where table_schema in ('metrics', 'marts')").fetchall()}
+
+
+def checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {f"{e.asset_key.to_user_string()}:{e.check_name}": e for e in result.get_asset_check_evaluations()}
+
+
+def test_without_rates_the_reporting_tables_are_absent_and_nothing_fails(published: Path, monkeypatch) -> None:
+    monkeypatch.delenv("SEGFLOW_FX_RATES", raising=False)
+    result = materialize_all(published)
+    assert result.success
+    assert not {"metrics.mrr_daily_reporting", "marts.kpis_monthly_reporting"} & tables(published)
+    evaluations = checks(result)
+    not_run = evaluations["metrics/mrr_daily_reporting:rates_cover_every_day"]
+    assert not_run.passed and not_run.metadata["evaluated"].value is False
+    materialization = result.asset_materializations_for_node("metrics__mrr_daily_reporting")[0]
+    assert materialization.metadata["computed"].value is False
+
+
+def test_with_rates_every_currency_is_converted(published: Path, tmp_path: Path, monkeypatch) -> None:
+    # the hand-made usd and eur story of test_sql_models: eur 40.00 from Mar 1; eur is 1.10 usd, 1.20 from Mar 3
+    rates = tmp_path / "fx.csv"
+    rates.write_text("date,currency,rate\n2025-01-01,eur,1.10\n2025-03-03,eur,1.20\n")
+    monkeypatch.setenv("SEGFLOW_FX_RATES", str(rates))
+    monkeypatch.delenv("SEGFLOW_REPORTING_CURRENCY", raising=False)
+    result = materialize_all(published)
+    assert result.success
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    with duckdb.connect(str(files.working_path(published, NAME)), read_only=True) as con:
+        daily = con.execute("select date, mrr, new_mrr, reactivation_mrr, fx_adjustment_mrr from "
+                            "metrics.mrr_daily_reporting where date >= '2025-02-28' order by date").fetchall()
+        march = con.execute("select starting_mrr, ending_mrr, new_mrr, reactivation_mrr, fx_adjustment_mrr, "
+                            "paying_customers, net_revenue_retention from marts.kpis_monthly_reporting "
+                            "where month = '2025-03-01'").fetchone()
+    assert [(d.isoformat(), str(m), str(n), str(r), str(f)) for d, m, n, r, f in daily] == [
+        ("2025-02-28", "200.00", "0.00", "0.00", "0.00"),
+        ("2025-03-01", "244.00", "44.00", "0.00", "0.00"),  # eur 40 x 1.10 arrives as new
+        ("2025-03-02", "244.00", "0.00", "0.00", "0.00"),
+        ("2025-03-03", "278.00", "0.00", "30.00", "4.00"),  # B back at 30 usd; eur 40 now 48: +4 from the rate
+        ("2025-03-04", "278.00", "0.00", "0.00", "0.00"),
+        ("2025-03-05", "278.00", "0.00", "0.00", "0.00"),
+    ]
+    assert [str(v) for v in march] == ["200.00", "278.00", "44.00", "30.00", "4.00", "4", "1.0000"]
+    metadata = result.asset_materializations_for_node("marts__mrr_report")[0].metadata
+    assert metadata["reporting_currency"].value == "usd" and "total_chart" in metadata
+    assert (published.parent / "reports" / NAME / "total.png").exists()
+
+    monkeypatch.delenv("SEGFLOW_FX_RATES")  # rates removed: the tables and the total chart go
+    assert materialize_all(published).success
+    assert not {"metrics.mrr_daily_reporting", "marts.kpis_monthly_reporting"} & tables(published)
+    assert not (published.parent / "reports" / NAME / "total.png").exists()
+
+
+def test_a_day_without_a_rate_fails_naming_currency_and_day(published: Path, tmp_path: Path, monkeypatch) -> None:
+    rates = tmp_path / "fx.csv"
+    rates.write_text("date,currency,rate\n2025-03-03,eur,1.20\n")
+    monkeypatch.setenv("SEGFLOW_FX_RATES", str(rates))
+    result = materialize_all(published)
+    assert not result.success
+    failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    assert [(e.asset_key.to_user_string(), e.check_name) for e in failed] == [
+        ("metrics/mrr_daily_reporting", "rates_cover_every_day")]
+    assert "eur" in failed[0].metadata["first_failures"].value and "2025-03-01" in failed[0].metadata[
+        "first_failures"].value
+    message = " ".join(failure_messages(result))
+    assert "no rate into usd for eur on 2025-03-01 (and 1 later days)" in message
+    assert "metrics.mrr_daily_reporting" not in tables(published)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("date,currency,rate\n2025-01-01,eur,1.1\n2025-01-32,eur,1.2\n", "line 3 (2025-01-32,eur,1.2): date must be"),
+    ("day,rate\n2025-01-01,1.1\n", "header must be date,currency,rate"),
+], ids=["bad-date", "bad-header"])
+def test_an_unusable_rates_file_fails_with_the_line(published: Path, tmp_path: Path, monkeypatch, content,
+                                                    message) -> None:
+    rates = tmp_path / "fx.csv"
+    rates.write_text(content)
+    monkeypatch.setenv("SEGFLOW_FX_RATES", str(rates))
+    result = materialize_all(published)
+    assert not result.success and message in " ".join(failure_messages(result))
+
+
+def test_a_rates_setting_that_points_nowhere_says_so(published: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SEGFLOW_FX_RATES", str(tmp_path / "nowhere.csv"))
+    result = materialize_all(published)
+    assert not result.success and "no such file" in " ".join(failure_messages(result))

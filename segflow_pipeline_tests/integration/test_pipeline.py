@@ -134,10 +134,10 @@ def test_customer_movements_explain_the_daily_series(first_run):
             """).fetchone()[0]
         logo = con.execute("""
             select count(*) from (
-                select customers_at_start, lag(paying_customers) over (partition by integration, currency
+                select starting_customers, lag(paying_customers) over (partition by integration, currency
                                                                         order by month) as paying_before
-                from marts.customer_metrics_monthly)
-            where paying_before is not null and customers_at_start <> paying_before""").fetchone()[0]
+                from marts.kpis_monthly)
+            where coalesce(paying_before, 0) <> starting_customers""").fetchone()[0]
     finally:
         con.close()
     assert off == 0

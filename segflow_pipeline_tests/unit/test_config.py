@@ -37,3 +37,44 @@ def test_bad_files_are_refused_with_the_fix(tmp_path, body, fragment):
 def test_duckdb_path_default_and_override():
     assert str(config.duckdb_path({})) == "data/segflow.duckdb"
     assert str(config.duckdb_path({"SEGFLOW_DUCKDB_PATH": "/x/y.duckdb"})) == "/x/y.duckdb"
+
+
+def test_no_rates_file_means_no_reporting_currency(tmp_path):
+    assert config.reporting_currency({}) is None
+    assert config.reporting_currency({"SEGFLOW_REPORTING_CURRENCY": "eur"}) is None  # nothing to convert with
+
+
+def test_reporting_currency_from_the_environment(tmp_path):
+    rates = tmp_path / "fx.csv"
+    rates.write_text("date,currency,rate\n")
+    assert config.reporting_currency({"SEGFLOW_FX_RATES": str(rates)}) == config.ReportingCurrency("usd", rates)
+    assert config.reporting_currency({"SEGFLOW_FX_RATES": str(rates), "SEGFLOW_REPORTING_CURRENCY": " EUR "}) == \
+        config.ReportingCurrency("eur", rates)
+
+
+@pytest.mark.parametrize("env, fragment", [
+    ({"SEGFLOW_FX_RATES": "{tmp}/missing.csv"}, "no such file"),
+    ({"SEGFLOW_FX_RATES": "{tmp}/fx.csv", "SEGFLOW_REPORTING_CURRENCY": "dollars"}, "not a currency code"),
+], ids=["missing-file", "bad-currency"])
+def test_bad_reporting_settings_say_what_to_fix(tmp_path, env, fragment):
+    (tmp_path / "fx.csv").write_text("date,currency,rate\n")
+    with pytest.raises(config.ConfigError, match=fragment):
+        config.reporting_currency({k: v.format(tmp=tmp_path) for k, v in env.items()})
+
+
+def test_the_demo_brings_the_sandbox_rates_unless_the_user_chose(tmp_path):
+    assert config.SANDBOX_FX_RATES.is_file()
+    env = {"OTHER": "1"}
+    with config.sandbox_fx_rates(env):
+        assert env == {"OTHER": "1", "SEGFLOW_FX_RATES": str(config.SANDBOX_FX_RATES),
+                       "SEGFLOW_REPORTING_CURRENCY": "usd"}
+        assert config.reporting_currency(env) == config.ReportingCurrency("usd", config.SANDBOX_FX_RATES)
+    assert env == {"OTHER": "1"}
+    for chosen in ({"SEGFLOW_FX_RATES": str(tmp_path / "mine.csv")}, {"SEGFLOW_REPORTING_CURRENCY": "eur"}):
+        env = dict(chosen)
+        with config.sandbox_fx_rates(env):
+            assert env == chosen  # the sandbox's usd rates would be wrong for eur, and the user's file wins
+    env = {"SEGFLOW_REPORTING_CURRENCY": "usd"}
+    with config.sandbox_fx_rates(env):
+        assert env["SEGFLOW_FX_RATES"] == str(config.SANDBOX_FX_RATES)
+    assert env == {"SEGFLOW_REPORTING_CURRENCY": "usd"}

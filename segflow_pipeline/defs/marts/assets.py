@@ -50,9 +50,9 @@ def mart_asset(model: SqlModel, upstream: dict[TableRef, dg.AssetKey]) -> dg.Ass
         with duckdb.integration_connection(integration.name) as con:
             try:
                 rows = sql_models.run_model(con, model, integration.name, as_of)
+                failures = sql_models.test_failures(con, model, rows, integration.name, as_of)
             except sql_models.ModelError as exc:
                 raise dg.Failure(str(exc)) from exc
-            failures = sql_models.test_failures(con, model, rows)
             results = [dg.AssetCheckResult(check_name=name, passed=bad.height == 0,
                                            metadata=failure_metadata(bad) if bad.height else {"failing_rows": 0})
                        for name, bad in failures.items()]
@@ -78,6 +78,8 @@ def mart_metadata(frame: pl.DataFrame) -> dict[str, dg.MetadataValue | int]:
 def _test_text(test: sql_models.DataTest) -> str:
     if test.kind == "expression":
         return f"Every row satisfies: {test.condition}"
+    if test.kind == "query":
+        return f"This query finds no rows (`this` = the table being built): {test.condition}"
     if test.kind == "unique":
         return f"One row per ({', '.join(test.columns)})"
     return f"Never null: {', '.join(test.columns)}"

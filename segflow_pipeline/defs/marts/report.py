@@ -1,7 +1,9 @@
 """marts/mrr_report: MRR charts and an HTML report per integration, written beside the DuckDB file BI reads.
 
-Files: `<dir of SEGFLOW_DUCKDB_PATH>/reports/<integration>/mrr.png`, `bridge.png` and `mrr.html` (self-contained);
-the charts also show in the asset's metadata in the Dagster UI. Rendering lives in `reporting/charts.py`.
+Files: `<dir of SEGFLOW_DUCKDB_PATH>/reports/<integration>/mrr.html` (self-contained), which opens with this month's
+headline KPIs and the last 12 months, and the charts it shows as PNGs beside it: `kpis.png`, `cohorts.png`,
+`mrr.png`, `bridge.png`, and `total.png` when a reporting currency is set. The charts also show in the asset's
+metadata in the Dagster UI. Rendering lives in `reporting/charts.py`.
 """
 
 
@@ -10,6 +12,8 @@ import datetime as dt
 import dagster as dg
 
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
+from segflow_pipeline.defs.marts.reporting_currency import KPIS_MONTHLY, KPIS_MONTHLY_REPORTING
+from segflow_pipeline.defs.metrics.reporting_currency import MRR_DAILY_REPORTING
 from segflow_pipeline.reporting import charts
 from segflow_pipeline.resources.warehouse import WarehouseResource
 from segflow_pipeline.warehouse import tables as wh
@@ -17,26 +21,44 @@ from segflow_pipeline.warehouse import tables as wh
 MRR_REPORT = dg.AssetKey(["marts", "mrr_report"])
 MRR_DAILY = dg.AssetKey(["metrics", "mrr_daily"])
 MRR_BRIDGE_MONTHLY = dg.AssetKey(["marts", "mrr_bridge_monthly"])
+COHORT_RETENTION = dg.AssetKey(["marts", "cohort_retention"])
 
 
-@dg.asset(key=MRR_REPORT, group_name="marts", kinds={"python", "html"}, deps=[MRR_DAILY, MRR_BRIDGE_MONTHLY],
+@dg.asset(key=MRR_REPORT, group_name="marts", kinds={"python", "html"},
+          deps=[MRR_DAILY, MRR_BRIDGE_MONTHLY, KPIS_MONTHLY, COHORT_RETENTION, MRR_DAILY_REPORTING,
+                KPIS_MONTHLY_REPORTING],
           partitions_def=PARTITIONS)
 def mrr_report(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
-    """MRR per currency over time and the monthly movements (new, expansion, reactivation, contraction, churned),
-    as PNG charts and one HTML page with the last 12 months, beside the DuckDB file."""
+    """This month's headline KPIs and the last 12 months per currency (MRR, net new MRR, NRR, GRR, logo churn, ARPA),
+    cohort retention heat maps, MRR and its monthly movements, and the total in the reporting currency when one is
+    set: PNG charts and one HTML page beside the DuckDB file."""
     integration = integration_of(context)
     with duckdb.integration_connection(integration.name) as con:
         daily = wh.read_table(con, "metrics", "mrr_daily", integration.name)
         bridge = wh.read_table(con, "marts", "mrr_bridge_monthly", integration.name)
+        kpis = wh.read_table(con, "marts", "kpis_monthly", integration.name)
+        cohorts = wh.read_table(con, "marts", "cohort_retention", integration.name)
+        # present only with a reporting currency (SEGFLOW_FX_RATES)
+        reporting = wh.table_exists(con, "metrics", "mrr_daily_reporting") and wh.table_exists(
+            con, "marts", "kpis_monthly_reporting")
+        reporting_daily = wh.read_table(con, "metrics", "mrr_daily_reporting", integration.name) if reporting else None
+        reporting_kpis = wh.read_table(con, "marts", "kpis_monthly_reporting", integration.name) if reporting else None
     folder = duckdb.published_path.parent / "reports" / integration.name
-    files = charts.write_report(folder, integration.name, daily, bridge,
-                                generated_at=dt.datetime.now(dt.timezone.utc))
+    files = charts.write_report(folder, integration.name, daily, bridge, generated_at=dt.datetime.now(dt.timezone.utc),
+                                kpis=kpis, cohorts=cohorts, reporting_daily=reporting_daily,
+                                reporting_kpis=reporting_kpis)
     context.log.info(f"MRR report for '{integration.name}' written to {files.html}")
-    return dg.MaterializeResult(metadata={
-        "report": dg.MetadataValue.path(str(files.html.resolve())),
-        "mrr_chart": dg.MetadataValue.md(charts.markdown_image("MRR per currency", files.mrr_image)),
-        "bridge_chart": dg.MetadataValue.md(charts.markdown_image("Monthly MRR movements", files.bridge_image)),
-        "mrr_png": dg.MetadataValue.path(str(files.mrr_png.resolve())),
-        "bridge_png": dg.MetadataValue.path(str(files.bridge_png.resolve())),
-        "currencies": dg.MetadataValue.text(", ".join(sorted(set(daily["currency"].to_list()))) or "none"),
-    })
+    images = [("kpis_chart", "Headline KPIs, last 12 months", files.kpis_image, files.kpis_png),
+              ("cohorts_chart", "Cohort retention", files.cohorts_image, files.cohorts_png),
+              ("total_chart", "Total MRR in the reporting currency", files.total_image, files.total_png),
+              ("mrr_chart", "MRR per currency", files.mrr_image, files.mrr_png),
+              ("bridge_chart", "Monthly MRR movements", files.bridge_image, files.bridge_png)]
+    metadata: dict = {"report": dg.MetadataValue.path(str(files.html.resolve()))}
+    for name, alt, image, path in images:
+        if image is not None and path is not None:
+            metadata[name] = dg.MetadataValue.md(charts.markdown_image(alt, image))
+            metadata[name.replace("_chart", "_png")] = dg.MetadataValue.path(str(path.resolve()))
+    metadata["currencies"] = dg.MetadataValue.text(", ".join(sorted(set(daily["currency"].to_list()))) or "none")
+    if reporting_kpis is not None and reporting_kpis.height:
+        metadata["reporting_currency"] = dg.MetadataValue.text(reporting_kpis["reporting_currency"][0])
+    return dg.MaterializeResult(metadata=metadata)

@@ -141,6 +141,62 @@ def test_test_declarations_refuse_what_cannot_be_checked(line: str, message: str
         sm.test_declarations(line, "m.sql")
 
 
+def test_a_query_test_may_span_comment_lines() -> None:
+    text = """-- Description.
+-- test: query(
+--     select t.* from this as t
+--     join marts.other as o on o.k = t.k   -- a comment
+--     where t.v <> o.v and t.note <> ')'
+-- ) as agrees_with_other
+-- test: not_null(k)
+-- @col k: the key (a free-text line, not a test)
+select 1 as k
+"""
+    query, not_null = sm.test_declarations(text)
+    assert query.kind == "query" and query.name == "agrees_with_other"
+    assert "JOIN marts.other AS o ON o.k = t.k" in query.condition and "')'" in query.condition
+    assert not_null == sm.DataTest("not_null_k", "not_null", ("k",))
+
+
+def test_tables_a_query_test_reads_are_dependencies() -> None:
+    m = model("k", "select 1 as k from metrics.mrr_daily\n-- test: query(select * from this join marts.b using (k))"
+                   " as matches_b")
+    assert [str(r) for r in m.refs] == ["marts.b", "metrics.mrr_daily"]
+    with pytest.raises(sm.ModelError, match="unknown table"):
+        sm.check_refs([m], {sm.TableRef("metrics", "mrr_daily")})
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("-- test: query(select * from this)", "name the property"),
+        ("-- test: query(delete from this) as d", "one select"),
+        ("-- test: query(select * from other) as o", "neither a CTE nor schema-qualified"),
+        ("-- test: query(select * from read_csv('x')) as o", "not a table"),
+        ("-- test: query(select $when from this) as p", "unknown parameter"),
+    ],
+    ids=["unnamed", "not-a-select", "unqualified-table", "file-reader", "unknown-parameter"],
+)
+def test_query_tests_refuse_what_cannot_run(line: str, message: str) -> None:
+    with pytest.raises(sm.ModelError, match=message):
+        sm.test_declarations(line, "m.sql")
+
+
+def test_a_query_test_returns_its_rows_and_reads_only_the_integration() -> None:
+    con = duckdb.connect()
+    con.execute("create schema marts")
+    con.execute("create table marts.ref as select * from (values ('a', 1, 10), ('a', 2, 20), ('b', 1, 99)) "
+                "v(integration, k, v)")
+    m = model("t", "select 1 as k\n-- test: query(select t.k, t.v, r.v as ref_v from this as t "
+                   "full join marts.ref as r on r.integration = t.integration and r.k = t.k "
+                   "where t.v is distinct from r.v) as matches_ref")
+    rows = pa.table({"integration": ["a", "a"], "k": [1, 2], "v": [10, 21]})
+    bad = sm.test_failures(con, m, rows, "a")["matches_ref"]
+    assert bad.rows() == [(2, 21, 20)]  # integration b's row is never compared
+    assert sm.test_failures(con, m, pa.table({"integration": ["a", "a"], "k": [1, 2], "v": [10, 20]}),
+                            "a")["matches_ref"].height == 0
+
+
 def test_failing_rows_sql_finds_exactly_the_bad_rows() -> None:
     con = duckdb.connect()
     con.register("rel", pa.table({"k": [1, 1, 2, 3], "v": [1, 1, None, -5]}))
@@ -168,9 +224,12 @@ def test_the_project_models_parse_and_read_known_tables() -> None:
     known = sm.known_tables({"stripe": TABLES, "metrics": ["mrr_daily", "mrr_customer_movements"]})
     sm.check_refs(models, known)
     names = [m.name for m in models]
-    assert {"mrr_monthly", "mrr_bridge_monthly", "mrr_by_product", "customer_metrics_monthly",
-            "trials_monthly"} <= set(names)
-    assert names.index("mrr_monthly") < names.index("mrr_bridge_monthly") < names.index("customer_metrics_monthly")
+    assert {"mrr_monthly", "mrr_bridge_monthly", "mrr_by_product", "kpis_monthly", "cohort_retention",
+            "movement_customers", "trials_monthly"} <= set(names)
+    assert "customer_metrics_monthly" not in names  # replaced by kpis_monthly
+    assert names.index("mrr_monthly") < names.index("mrr_bridge_monthly") < names.index("kpis_monthly")
+    # a table a query test reads is a dependency too: the bridge is built before the drill-down checked against it
+    assert names.index("mrr_bridge_monthly") < names.index("movement_customers")
     for m in models:
         assert m.description and not m.description.startswith("--")
         assert any(t.kind == "unique" and t.columns[0] == "integration" for t in m.tests), m.name
@@ -322,6 +381,9 @@ def seed(con: duckdb.DuckDBPyConnection, integration: str) -> None:
                     "values (?, ?, ?, ?, ?)", [[integration, *i] for i in ITEMS])
     con.executemany("insert into stripe.price_tiers (integration, price, tier_index, up_to, unit_amount, flat_amount) "
                     "values (?, ?, ?, ?, ?, 0)", [[integration, *t] for t in TIERS])
+    con.executemany("insert into stripe.customers (integration, id, name, email) values (?, ?, ?, ?)",
+                    [[integration, "cus_a", "Acme Corp", "billing@acme.test"],
+                     [integration, "cus_b", "Bolt Ltd", None]])
     con.executemany("insert into stripe.products (integration, id, name) values (?, ?, ?)",
                     [[integration, "prod_team", "Team"], [integration, "prod_pro", "Pro"],
                      [integration, "prod_tiers", "Tiers"]])
@@ -332,7 +394,7 @@ def build_marts(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame]:
     built: dict[str, pl.DataFrame] = {}
     for m in sm.load_models():
         rows = sm.run_model(con, m, INTEGRATION, AS_OF)
-        broken = {name: bad for name, bad in sm.test_failures(con, m, rows).items() if bad.height}
+        broken = {name: bad for name, bad in sm.test_failures(con, m, rows, INTEGRATION, AS_OF).items() if bad.height}
         assert not broken, f"{m.name}: {broken}"
         frame = pl.from_arrow(rows)
         replace_rows(con, "marts", m.name, frame, INTEGRATION)
@@ -366,25 +428,6 @@ def test_mrr_bridge_monthly_reconciles(warehouse: duckdb.DuckDBPyConnection) -> 
         assert (r["starting_mrr"] + r["new_mrr"] + r["expansion_mrr"] + r["reactivation_mrr"] - r["contraction_mrr"]
                 - r["churned_mrr"]) == r["ending_mrr"] == r["starting_mrr"] + r["net_new_mrr"]
     assert set(bridge["integration"]) == {"acme"}
-
-
-def test_customer_metrics_monthly(warehouse: duckdb.DuckDBPyConnection) -> None:
-    metrics = build_marts(warehouse)["customer_metrics_monthly"].filter(pl.col("currency") == "usd")
-    assert records(metrics, "month", "paying_customers", "mrr", "arpa", "customers_at_start", "customers_churned") == [
-        (dt.date(2025, 1, 1), 2, D("150.00"), D("75.00"), 0, 0),
-        # A and B pay on Feb 1; B has left by Mar 1 (C joined in February and is not counted)
-        (dt.date(2025, 2, 1), 2, D("200.00"), D("100.00"), 2, 1),
-        # A and C pay at the start of March (= February's paying customers) and still do now
-        (dt.date(2025, 3, 1), 3, D("230.00"), D("76.67"), 2, 0),
-    ]
-    jan, feb, mar = metrics.iter_rows(named=True)
-    assert jan["logo_churn_rate"] is None and jan["net_revenue_retention"] is None
-    assert feb["logo_churn_rate"] == pytest.approx(0.5)
-    assert feb["revenue_churn_rate"] == pytest.approx(round((30 + 20) / 150, 4))
-    # (150 start + 30 expansion + 0 reactivation - 20 contraction - 30 churned) / 150 = 130 / 150
-    assert feb["net_revenue_retention"] == pytest.approx(0.8667)
-    assert mar["logo_churn_rate"] == 0
-    assert mar["net_revenue_retention"] == pytest.approx(1.15)  # (200 + 30 reactivation) / 200
 
 
 def test_subscription_periods(warehouse: duckdb.DuckDBPyConnection) -> None:
@@ -432,7 +475,7 @@ def test_a_broken_property_is_reported_with_its_rows(warehouse: duckdb.DuckDBPyC
     rows = sm.run_model(warehouse, models["mrr_monthly"], INTEGRATION, AS_OF)
     replace_rows(warehouse, "marts", "mrr_monthly", pl.from_arrow(rows), INTEGRATION)
     bridge = sm.run_model(warehouse, models["mrr_bridge_monthly"], INTEGRATION, AS_OF)
-    failures = sm.test_failures(warehouse, models["mrr_bridge_monthly"], bridge)
+    failures = sm.test_failures(warehouse, models["mrr_bridge_monthly"], bridge, INTEGRATION)
     assert failures["movements_reconcile"]["month"].to_list() == [dt.date(2025, 2, 1)]
     assert failures["unique_integration_currency_month"].height == 0
 

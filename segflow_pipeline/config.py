@@ -17,6 +17,7 @@ import yaml
 
 DEFAULT_DUCKDB_PATH = "data/segflow.duckdb"
 DEFAULT_INTEGRATIONS_FILE = "integrations.yaml"
+DEFAULT_BETS_FILE = "bets.yaml"
 DEFAULT_INTEGRATION = "default"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -72,6 +73,12 @@ def api_base(environ: Mapping[str, str] | None = None) -> str | None:
 def integrations_file(environ: Mapping[str, str] | None = None) -> Path:
     env = environ if environ is not None else os.environ
     return Path(env.get("SEGFLOW_INTEGRATIONS_FILE") or DEFAULT_INTEGRATIONS_FILE)
+
+
+def bets_file(environ: Mapping[str, str] | None = None) -> Path:
+    """The bets file (`bets.py`): SEGFLOW_BETS_FILE, default `bets.yaml` in the working directory."""
+    env = environ if environ is not None else os.environ
+    return Path(env.get("SEGFLOW_BETS_FILE") or DEFAULT_BETS_FILE)
 
 
 def load_integrations(environ: Mapping[str, str] | None = None) -> list[Integration]:

@@ -13,6 +13,9 @@ PROJECT = Path(__file__).resolve().parents[1]
 RAW = ["coupons", "customers", "discounts", "events", "invoice_lines", "invoices", "price_tiers", "prices", "products",
        "quarantine", "subscription_items", "subscriptions"]
 MARTS = sorted(p.stem for p in (PROJECT / "dbt_like_sql" / "marts").glob("*.sql"))
+FORECAST = ["metrics/mrr_forecast", "metrics/mrr_forecast_accuracy", "metrics/mrr_forecast_status"]
+# read by the forecast when it exists; without its asset, the dependency shows as an external asset
+REPORTING = "metrics/mrr_daily_reporting"
 
 
 def test_assets_groups_and_keys():
@@ -22,7 +25,9 @@ def test_assets_groups_and_keys():
     expected = {**{f"stripe/{t}": "extract" for t in RAW}, "metrics/mrr_daily": "metrics",
                 "metrics/mrr_customer_movements": "metrics",
                 **{f"marts/{m}": "marts" for m in MARTS}, "marts/mrr_report": "marts",
-                "publish/segflow_duckdb": "publish"}
+                "publish/segflow_duckdb": "publish", **{key: "metrics" for key in FORECAST}}
+    reporting = graph.get(dg.AssetKey.from_user_string(REPORTING))
+    expected[REPORTING] = "metrics" if reporting.is_materializable else "default"
     assert groups == expected
     assert len(MARTS) >= 5
 
@@ -35,13 +40,18 @@ def test_checks_state_properties_and_block():
     for table in RAW:
         assert (f"stripe/{table}", "unique_ids") in checks
     assert ("publish/segflow_duckdb", "readable_with_contract_tables") in checks
+    for name in ("intervals_ordered", "ninety_days_per_series", "short_history_stated"):
+        assert ("metrics/mrr_forecast", name) in checks
+    from segflow_pipeline.defs.metrics.forecast import mrr_forecast
+    assert {s.name for s in mrr_forecast.check_specs if s.blocking} == {
+        "intervals_ordered", "ninety_days_per_series", "short_history_stated"}
     assert not [name for _, name in checks if "check" in name]
 
 
 def test_publish_depends_on_every_metric_and_mart():
     graph = load_definitions().resolve_asset_graph()
     parents = {k.to_user_string() for k in graph.get(dg.AssetKey(["publish", "segflow_duckdb"])).parent_keys}
-    assert {"metrics/mrr_daily", "marts/mrr_report", *(f"marts/{m}" for m in MARTS)} <= parents
+    assert {"metrics/mrr_daily", "marts/mrr_report", *(f"marts/{m}" for m in MARTS), *FORECAST} <= parents
 
 
 def test_job_schedule_and_freshness():

@@ -82,22 +82,22 @@ MOVEMENTS = (*INFLOWS, *OUTFLOWS)
 
 MONEY = pl.Decimal(18, 2)
 FORECAST_SCHEMA: dict[str, pl.DataType] = {
-    "integration": pl.Utf8(), "basis": pl.Utf8(), "currency": pl.Utf8(), "date": pl.Date(),
+    "integration": pl.Utf8(), "currency": pl.Utf8(), "date": pl.Date(),
     "mrr_forecast": MONEY, "lower_80": MONEY, "upper_80": MONEY, "lower_95": MONEY, "upper_95": MONEY,
-    "method": pl.Utf8(), "origin_date": pl.Date(), "horizon_day": pl.Int32(),
+    "method": pl.Utf8(), "basis": pl.Utf8(), "origin_date": pl.Date(), "horizon_day": pl.Int32(),
     **{name: MONEY for name in MOVEMENTS},
 }
 STATUS_SCHEMA: dict[str, pl.DataType] = {
-    "integration": pl.Utf8(), "basis": pl.Utf8(), "currency": pl.Utf8(), "first_date": pl.Date(),
+    "integration": pl.Utf8(), "currency": pl.Utf8(), "basis": pl.Utf8(), "first_date": pl.Date(),
     "last_date": pl.Date(), "history_days": pl.Int32(), "forecast": pl.Boolean(), "method": pl.Utf8(),
     "reason": pl.Utf8(), "last_mrr": MONEY, "mrr_in_90_days": MONEY,
     "new_mrr_per_month": MONEY, "expansion_mrr_per_month": MONEY, "reactivation_mrr_per_month": MONEY,
     "contraction_rate_per_month": pl.Float64(), "churn_rate_per_month": pl.Float64(),
 }
 ACCURACY_SCHEMA: dict[str, pl.DataType] = {
-    "integration": pl.Utf8(), "basis": pl.Utf8(), "currency": pl.Utf8(), "method": pl.Utf8(),
-    "horizon_days": pl.Int32(), "origins": pl.Int32(), "mape": pl.Float64(), "coverage_80": pl.Float64(),
-    "coverage_95": pl.Float64(), "naive_mape": pl.Float64(), "beats_naive": pl.Boolean(), "note": pl.Utf8(),
+    "integration": pl.Utf8(), "currency": pl.Utf8(), "method": pl.Utf8(), "horizon_days": pl.Int32(),
+    "origins": pl.Int32(), "mape": pl.Float64(), "coverage_80": pl.Float64(), "coverage_95": pl.Float64(),
+    "basis": pl.Utf8(), "naive_mape": pl.Float64(), "beats_naive": pl.Boolean(), "note": pl.Utf8(),
 }
 
 
@@ -272,6 +272,7 @@ def flows_rates(s: Series, origin: int, horizon: int = HORIZON_DAYS) -> Predicti
     empirical = _empirical_spread(s, origin, horizon)
     if empirical is not None:
         spread = np.maximum(spread, empirical)
+    spread = np.maximum.accumulate(spread)  # what is uncertain at 30 days stays so at 31
     drivers = {f"{m}_per_month": float(est[m][0]) * DAYS_PER_MONTH for m in INFLOWS}
     drivers["contraction_rate_per_month"] = 1.0 - (1.0 - float(est["contraction_mrr"][0])) ** DAYS_PER_MONTH
     drivers["churn_rate_per_month"] = 1.0 - (1.0 - float(est["churned_mrr"][0])) ** DAYS_PER_MONTH

@@ -42,7 +42,10 @@ def test_checks_state_properties_and_block():
     assert ("publish/segflow_duckdb", "readable_with_contract_tables") in checks
     for name in ("intervals_ordered", "ninety_days_per_series", "short_history_stated"):
         assert ("metrics/mrr_forecast", name) in checks
+    assert ("marts/mrr_drivers_monthly", "sums_to_bridge") in checks
+    from segflow_pipeline.defs.marts.drivers import sums_to_bridge
     from segflow_pipeline.defs.metrics.forecast import mrr_forecast
+    assert all(spec.blocking for spec in sums_to_bridge.check_specs)
     assert {s.name for s in mrr_forecast.check_specs if s.blocking} == {
         "intervals_ordered", "ninety_days_per_series", "short_history_stated"}
     assert not [name for _, name in checks if "check" in name]

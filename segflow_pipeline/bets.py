@@ -112,6 +112,9 @@ def parse_bets(text: str, where: str = "bets.yaml") -> list[Bet]:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or exc.__class__.__name__
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and context_mark is not None:
+            problem += f", {context} on line {context_mark.line + 1}"
         raise BetsError(f"{where}{line}: not valid YAML ({problem})") from None
     if root is None:
         return []

@@ -25,7 +25,8 @@ def test_assets_groups_and_keys():
     expected = {**{f"stripe/{t}": "extract" for t in RAW}, "metrics/mrr_daily": "metrics",
                 "metrics/mrr_customer_movements": "metrics",
                 **{f"marts/{m}": "marts" for m in MARTS}, "marts/mrr_report": "marts",
-                "publish/segflow_duckdb": "publish", **{key: "metrics" for key in FORECAST}}
+                "publish/segflow_duckdb": "publish", **{key: "metrics" for key in FORECAST},
+                "marts/bet_impact": "marts"}
     reporting = graph.get(dg.AssetKey.from_user_string(REPORTING))
     expected[REPORTING] = "metrics" if reporting.is_materializable else "default"
     assert groups == expected
@@ -54,7 +55,8 @@ def test_checks_state_properties_and_block():
 def test_publish_depends_on_every_metric_and_mart():
     graph = load_definitions().resolve_asset_graph()
     parents = {k.to_user_string() for k in graph.get(dg.AssetKey(["publish", "segflow_duckdb"])).parent_keys}
-    assert {"metrics/mrr_daily", "marts/mrr_report", *(f"marts/{m}" for m in MARTS), *FORECAST} <= parents
+    assert {"metrics/mrr_daily", "marts/mrr_report", *(f"marts/{m}" for m in MARTS), *FORECAST,
+            "marts/bet_impact"} <= parents
 
 
 def test_job_schedule_and_freshness():

@@ -5,6 +5,7 @@ import dagster as dg
 
 from segflow_pipeline.defs.integrations import INTEGRATIONS
 from segflow_pipeline.defs.marts.assets import MART_KEYS
+from segflow_pipeline.defs.marts.bets import BET_IMPACT
 from segflow_pipeline.defs.marts.report import MRR_REPORT
 from segflow_pipeline.defs.metrics.assets import CUSTOMER_MOVEMENTS, MRR_DAILY
 from segflow_pipeline.defs.metrics.forecast import FORECAST_KEYS
@@ -13,7 +14,8 @@ from segflow_pipeline.resources.warehouse import WarehouseResource
 PUBLISHED = dg.AssetKey(["publish", "segflow_duckdb"])
 
 
-@dg.asset(key=PUBLISHED, group_name="publish", kinds={"duckdb"}, deps=[MRR_DAILY, CUSTOMER_MOVEMENTS, *MART_KEYS, MRR_REPORT, *FORECAST_KEYS],
+@dg.asset(key=PUBLISHED, group_name="publish", kinds={"duckdb"}, deps=[MRR_DAILY, CUSTOMER_MOVEMENTS, *MART_KEYS, MRR_REPORT,
+                                                                     *FORECAST_KEYS, BET_IMPACT],
           check_specs=[dg.AssetCheckSpec("readable_with_contract_tables", asset=PUBLISHED, blocking=True)])
 def segflow_duckdb(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
     """The DuckDB file at SEGFLOW_DUCKDB_PATH: every integration's stripe, metrics and marts tables, swapped in

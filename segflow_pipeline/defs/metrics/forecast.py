@@ -7,6 +7,7 @@ the reporting currency). Every check runs before anything is written: a failure 
 """
 
 import datetime as dt
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -195,3 +196,36 @@ def _concat(frames: list[pl.DataFrame], schema: dict | None) -> pl.DataFrame:
         return pl.DataFrame(schema=schema)
     return pl.DataFrame(schema={"integration": pl.Utf8, "basis": pl.Utf8, "currency": pl.Utf8, "date": pl.Date,
                                 "mrr": pl.Decimal(18, 2)})
+
+
+# --- the forecast section of marts/mrr_report ---------------------------------------------------------------------
+
+REPORT_DEPS = [*FORECAST_KEYS, dg.AssetKey(["marts", "bet_impact"])]
+
+
+def report_tables(con: duckdb.DuckDBPyConnection, integration: str) -> dict[str, pl.DataFrame] | None:
+    """What the report's forecast section shows (history, forecast, status, accuracy, bet_impact), or None before
+    the forecast has ever run."""
+    if not wh.table_exists(con, "metrics", "mrr_forecast"):
+        return None
+    tables = {"history": _concat([h.select(*forecast.SERIES_KEYS, "date", "mrr")
+                                  for h in history_frames(con, integration)], None)}
+    for name in ("mrr_forecast", "mrr_forecast_status", "mrr_forecast_accuracy"):
+        tables[name] = wh.read_table(con, "metrics", name, integration)
+    tables["bet_impact"] = (wh.read_table(con, "marts", "bet_impact", integration)
+                            if wh.table_exists(con, "marts", "bet_impact") else None)
+    return tables
+
+
+def write_report_section(folder: Path, html_page: Path, tables: dict[str, pl.DataFrame | None],
+                         integration: str) -> dict:
+    """forecast.png beside the report and the forecast section in its page; the report asset's metadata for it."""
+    impact = tables["bet_impact"]
+    markers = sorted({(r["bet"], r["start_date"]) for r in impact.iter_rows(named=True)}) if impact is not None \
+        else []
+    image = forecast_chart.forecast_chart(tables["history"], tables["mrr_forecast"], markers,
+                                          tables["mrr_forecast_status"], title=f"MRR forecast ({integration})")
+    png = forecast_chart.write_forecast_report(folder, html_page, image, tables["mrr_forecast_status"],
+                                               tables["mrr_forecast_accuracy"], impact)
+    return {"forecast_chart": dg.MetadataValue.md(markdown_image("MRR forecast", image)),
+            "forecast_png": dg.MetadataValue.path(str(png.resolve()))}

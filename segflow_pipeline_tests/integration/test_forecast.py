@@ -7,17 +7,21 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import polars as pl
 import pytest
 
 from segflow_pipeline.defs.integrations import INTEGRATIONS
 from segflow_pipeline.defs.marts.assets import MART_ASSETS
 from segflow_pipeline.defs.marts.drivers import MRR_DRIVERS_MONTHLY, sums_to_bridge
+from segflow_pipeline.defs.metrics.forecast import MRR_FORECAST, mrr_forecast
 from segflow_pipeline.resources.warehouse import WarehouseResource
 from segflow_pipeline.runner import load_definitions
 from segflow_pipeline.transform import forecast
 from segflow_pipeline.warehouse import files
+from segflow_pipeline.warehouse import tables as wh
 from segflow_pipeline_tests.integration.conftest import ACME_KEY
 from segflow_pipeline_tests.integration.test_pipeline import check_results, run_job
+from segflow_pipeline_tests.unit.transform.test_forecast import daily
 from segflow_pipeline_tests.unit.warehouse.test_sql_models import seed
 
 DAY = 86400
@@ -227,3 +231,37 @@ def test_sums_to_bridge_fails_when_a_customer_movement_is_off_by_a_cent(seeded: 
     verdict = [e for e in bad.get_asset_check_evaluations() if e.check_name == "sums_to_bridge"]
     assert [(e.asset_key, e.passed) for e in verdict] == [(MRR_DRIVERS_MONTHLY, False)]
     assert verdict[0].metadata["failing_rows"].value == 2  # February's new MRR and its ending, then March's start
+
+
+# --- the asset on a hand-made working file: the reporting-currency series and a short series ---------------------------
+
+def test_the_asset_forecasts_the_reporting_total_and_states_the_short_series(tmp_path: Path):
+    name = INTEGRATIONS[0].name
+    published = tmp_path / "data" / "segflow.duckdb"
+    working = files.working_path(published, name)
+    working.parent.mkdir(parents=True)
+    usd = daily({"new_mrr": [1000] * 200}, integration=name, opening_cents=100_000)
+    eur = daily({"new_mrr": [500] * 30}, currency="eur", integration=name, first=dt.date(2025, 6, 20))
+    history = pl.concat([usd, eur]).with_columns(
+        (pl.col("mrr") * 12).alias("arr"), pl.lit(1, pl.Int32).alias("active_subscriptions"),
+        pl.lit(1, pl.Int32).alias("paying_customers"))
+    reporting = usd.select("integration", "date", pl.lit("chf").alias("reporting_currency"),
+                           (pl.col("mrr") * 2).cast(pl.Decimal(18, 2)).alias("mrr"))
+    with duckdb.connect(str(working)) as con:
+        wh.replace_rows(con, "metrics", "mrr_daily", history, name)
+        wh.replace_rows(con, "metrics", "mrr_daily_reporting", reporting, name)
+    result = dg.materialize([mrr_forecast], partition_key=name if mrr_forecast.partitions_def else None,
+                            resources={"duckdb": WarehouseResource(database=str(published))})
+    assert result.success
+    with duckdb.connect(str(working), read_only=True) as con:
+        got = rows(con, "select basis, currency, count(*), max(mrr_forecast) from metrics.mrr_forecast "
+                        "group by all order by all")
+        status = rows(con, "select basis, currency, forecast, reason from metrics.mrr_forecast_status order by all")
+    assert got == [("currency", "usd", 90, usd["mrr"][-1] + 900), ("reporting", "chf", 90, 2 * usd["mrr"][-1] + 1800)]
+    assert status[0][:3] == ("currency", "eur", False) and status[0][3].startswith("30 days of history")
+    assert status[2][:3] == ("reporting", "chf", True) and "no movements" in status[2][3]
+    metadata = [m for m in result.asset_materializations_for_node("mrr_forecast")
+                if m.asset_key == MRR_FORECAST][0].metadata
+    assert metadata["series_without_forecast"].value == (
+        "- eur (currency): 30 days of history; a forecast needs at least 60")
+    assert metadata["mrr_in_90_days_chf_reporting"].value == float(2 * usd["mrr"][-1] + 1800)

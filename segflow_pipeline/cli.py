@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from segflow_pipeline import config
+from segflow_pipeline import bets, config
 from segflow_pipeline.stripe_api.keys import StripeSetupError, redact
 
 RESOURCES = ("subscriptions", "invoices", "customers", "prices", "products", "coupons", "events")
@@ -55,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run the whole pipeline on the sandbox (or on Stripe if STRIPE_API_KEY is set)")
     demo.add_argument("--subscriptions", type=int, default=1500)
 
+    bets.add_cli_parser(sub)
+
     args = parser.parse_args(argv)
     try:
         if args.command == "check":
@@ -70,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return cmd_demo(args.subscriptions)
+        if args.command == "bets":
+            return bets.run_cli(args)
     except (StripeSetupError, config.ConfigError, _api_failure()) as exc:
         print(f"segflow: {redact(str(exc))}", file=sys.stderr)
         return 2

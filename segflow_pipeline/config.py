@@ -20,6 +20,7 @@ import yaml
 
 DEFAULT_DUCKDB_PATH = "data/segflow.duckdb"
 DEFAULT_INTEGRATIONS_FILE = "integrations.yaml"
+DEFAULT_BETS_FILE = "bets.yaml"
 DEFAULT_INTEGRATION = "default"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 FX_RATES_ENV = "SEGFLOW_FX_RATES"
@@ -127,6 +128,12 @@ def sandbox_fx_rates(environ: MutableMapping[str, str] | None = None) -> Iterato
                 env.pop(k, None)
             else:
                 env[k] = v
+
+
+def bets_file(environ: Mapping[str, str] | None = None) -> Path:
+    """The bets file (`bets.py`): SEGFLOW_BETS_FILE, default `bets.yaml` in the working directory."""
+    env = environ if environ is not None else os.environ
+    return Path(env.get("SEGFLOW_BETS_FILE") or DEFAULT_BETS_FILE)
 
 
 def load_integrations(environ: Mapping[str, str] | None = None) -> list[Integration]:

@@ -13,6 +13,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 RAW = ["coupons", "customers", "discounts", "events", "invoice_items", "invoice_lines", "invoices", "price_tiers", "prices", "products",
        "quarantine", "subscription_items", "subscriptions"]
 MARTS = sorted(p.stem for p in (PROJECT / "dbt_like_sql" / "marts").glob("*.sql"))
+FORECAST = ["metrics/mrr_forecast", "metrics/mrr_forecast_accuracy", "metrics/mrr_forecast_status"]
 
 
 def test_assets_groups_and_keys():
@@ -22,7 +23,8 @@ def test_assets_groups_and_keys():
     expected = {**{f"stripe/{t}": "extract" for t in RAW}, "metrics/mrr_daily": "metrics",
                 "metrics/mrr_customer_movements": "metrics", "metrics/mrr_daily_reporting": "metrics",
                 **{f"marts/{m}": "marts" for m in MARTS}, "marts/mrr_report": "marts",
-                "marts/kpis_monthly_reporting": "marts", "publish/segflow_duckdb": "publish"}
+                "marts/kpis_monthly_reporting": "marts", "publish/segflow_duckdb": "publish",
+                **{key: "metrics" for key in FORECAST}, "marts/bet_impact": "marts"}
     assert groups == expected
     assert {"kpis_monthly", "cohort_retention", "movement_customers", "mrr_bridge_monthly"} <= set(MARTS)
     assert "customer_metrics_monthly" not in MARTS  # replaced by kpis_monthly
@@ -47,6 +49,14 @@ def test_checks_state_properties_and_block():
                         ("marts/kpis_monthly_reporting", "rates_in_range")):
         assert (asset, name) in checks
     assert not [key for key in checks if key[0] == "marts/customer_metrics_monthly"]
+    for name in ("intervals_ordered", "ninety_days_per_series", "short_history_stated"):
+        assert ("metrics/mrr_forecast", name) in checks
+    assert ("marts/mrr_drivers_monthly", "sums_to_bridge") in checks
+    from segflow_pipeline.defs.marts.drivers import sums_to_bridge
+    from segflow_pipeline.defs.metrics.forecast import mrr_forecast
+    assert all(spec.blocking for spec in sums_to_bridge.check_specs)
+    assert {s.name for s in mrr_forecast.check_specs if s.blocking} == {
+        "intervals_ordered", "ninety_days_per_series", "short_history_stated"}
     assert not [name for _, name in checks if "check" in name]
 
 
@@ -55,6 +65,8 @@ def test_publish_depends_on_every_metric_and_mart():
     parents = {k.to_user_string() for k in graph.get(dg.AssetKey(["publish", "segflow_duckdb"])).parent_keys}
     assert {"metrics/mrr_daily", "metrics/mrr_daily_reporting", "marts/kpis_monthly_reporting", "marts/mrr_report",
             *(f"marts/{m}" for m in MARTS)} <= parents
+    assert {"metrics/mrr_daily", "marts/mrr_report", *(f"marts/{m}" for m in MARTS), *FORECAST,
+            "marts/bet_impact"} <= parents
 
 
 def test_job_schedule_and_freshness():

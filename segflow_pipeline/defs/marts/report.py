@@ -14,6 +14,7 @@ import dagster as dg
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
 from segflow_pipeline.defs.marts.reporting_currency import KPIS_MONTHLY, KPIS_MONTHLY_REPORTING
 from segflow_pipeline.defs.metrics.reporting_currency import MRR_DAILY_REPORTING
+from segflow_pipeline.defs.metrics import forecast as forecast_section
 from segflow_pipeline.reporting import charts
 from segflow_pipeline.resources.warehouse import WarehouseResource
 from segflow_pipeline.warehouse import tables as wh
@@ -26,7 +27,7 @@ COHORT_RETENTION = dg.AssetKey(["marts", "cohort_retention"])
 
 @dg.asset(key=MRR_REPORT, group_name="marts", kinds={"python", "html"},
           deps=[MRR_DAILY, MRR_BRIDGE_MONTHLY, KPIS_MONTHLY, COHORT_RETENTION, MRR_DAILY_REPORTING,
-                KPIS_MONTHLY_REPORTING],
+                KPIS_MONTHLY_REPORTING, *forecast_section.REPORT_DEPS],
           partitions_def=PARTITIONS)
 def mrr_report(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
     """This month's headline KPIs and the last 12 months per currency (MRR, net new MRR, NRR, GRR, logo churn, ARPA),
@@ -43,6 +44,7 @@ def mrr_report(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
             con, "marts", "kpis_monthly_reporting")
         reporting_daily = wh.read_table(con, "metrics", "mrr_daily_reporting", integration.name) if reporting else None
         reporting_kpis = wh.read_table(con, "marts", "kpis_monthly_reporting", integration.name) if reporting else None
+        forecast_tables = forecast_section.report_tables(con, integration.name)
     folder = duckdb.published_path.parent / "reports" / integration.name
     files = charts.write_report(folder, integration.name, daily, bridge, generated_at=dt.datetime.now(dt.timezone.utc),
                                 kpis=kpis, cohorts=cohorts, reporting_daily=reporting_daily,
@@ -61,4 +63,6 @@ def mrr_report(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
     metadata["currencies"] = dg.MetadataValue.text(", ".join(sorted(set(daily["currency"].to_list()))) or "none")
     if reporting_kpis is not None and reporting_kpis.height:
         metadata["reporting_currency"] = dg.MetadataValue.text(reporting_kpis["reporting_currency"][0])
+    if forecast_tables is not None:  # the forecast band after the history, bets marked, in the page and the UI
+        metadata.update(forecast_section.write_report_section(folder, files.html, forecast_tables, integration.name))
     return dg.MaterializeResult(metadata=metadata)

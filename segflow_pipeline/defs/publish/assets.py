@@ -5,17 +5,20 @@ import dagster as dg
 
 from segflow_pipeline.defs.integrations import INTEGRATIONS
 from segflow_pipeline.defs.marts.assets import MART_KEYS
+from segflow_pipeline.defs.marts.bets import BET_IMPACT
 from segflow_pipeline.defs.marts.report import MRR_REPORT
 from segflow_pipeline.defs.marts.reporting_currency import KPIS_MONTHLY_REPORTING
 from segflow_pipeline.defs.metrics.assets import CUSTOMER_MOVEMENTS, MRR_DAILY
 from segflow_pipeline.defs.metrics.reporting_currency import MRR_DAILY_REPORTING
+from segflow_pipeline.defs.metrics.forecast import FORECAST_KEYS
 from segflow_pipeline.resources.warehouse import WarehouseResource
 
 PUBLISHED = dg.AssetKey(["publish", "segflow_duckdb"])
 
 
 @dg.asset(key=PUBLISHED, group_name="publish", kinds={"duckdb"}, deps=[MRR_DAILY, CUSTOMER_MOVEMENTS, *MART_KEYS, MRR_REPORT,
-                                                                    MRR_DAILY_REPORTING, KPIS_MONTHLY_REPORTING],
+                                                                    MRR_DAILY_REPORTING, KPIS_MONTHLY_REPORTING,
+                                                                    *FORECAST_KEYS, BET_IMPACT],
           check_specs=[dg.AssetCheckSpec("readable_with_contract_tables", asset=PUBLISHED, blocking=True)])
 def segflow_duckdb(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
     """The DuckDB file at SEGFLOW_DUCKDB_PATH: every integration's stripe, metrics and marts tables, swapped in

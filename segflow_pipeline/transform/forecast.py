@@ -43,6 +43,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 import numpy as np
 import polars as pl
@@ -433,9 +434,7 @@ def prediction_rows(s: Series, prediction: Prediction, method: str) -> pl.DataFr
     return frame.with_columns(*columns, pl.col("horizon_day").cast(pl.Int32)).select(list(FORECAST_SCHEMA))
 
 
-def _cents(value: float) -> object:
-    from decimal import Decimal
-
+def _cents(value: float) -> Decimal | None:
     if value is None or not math.isfinite(value):
         return None
     return Decimal(int(round(value * 100))) / 100

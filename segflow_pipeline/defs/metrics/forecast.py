@@ -114,12 +114,12 @@ def mrr_forecast(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
             "ninety_days_per_series": forecast.horizon_breaks(frame, history),
             "short_history_stated": forecast.short_history_breaks(frame, status, history),
         }
-        results_ = [dg.AssetCheckResult(asset_key=MRR_FORECAST, check_name=name, passed=bad.height == 0,
+        verdicts = [dg.AssetCheckResult(asset_key=MRR_FORECAST, check_name=name, passed=bad.height == 0,
                                         metadata=failure_metadata(bad) if bad.height else {"failing_rows": 0})
                     for name, bad in failures.items()]
         failed = [name for name, bad in failures.items() if bad.height]
         if failed:
-            yield from results_
+            yield from verdicts
             raise dg.Failure(f"metrics.mrr_forecast for '{integration.name}' fails {', '.join(failed)}; nothing was "
                              "written and the published tables are unchanged. See the check results.")
         wh.replace_rows(con, "metrics", "mrr_forecast", frame, integration.name)
@@ -131,7 +131,7 @@ def mrr_forecast(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
     image = forecast_chart.forecast_chart(history, frame, bet_markers(context), status,
                                           title=f"MRR forecast ({integration.name})")
     yield dg.MaterializeResult(asset_key=MRR_FORECAST, metadata=forecast_metadata(frame, status, image),
-                               check_results=results_)
+                               check_results=verdicts)
     yield dg.MaterializeResult(asset_key=MRR_FORECAST_ACCURACY, metadata={
         **table_metadata(accuracy, "mrr_forecast_accuracy"),
         "published_method": preview(accuracy.filter(pl.col("method") == forecast.METHOD).select(

@@ -1,4 +1,4 @@
-"""Time and peak memory of the whole marts layer beside the MRR transform on the same data. Prints figures, asserts none.
+"""Time and peak memory of the whole marts layer beside the MRR transform on the same data. Prints, asserts nothing.
 
     python benchmarks/bench_marts.py                        # 100k subscriptions over 3 years
     python benchmarks/bench_marts.py --subscriptions 20000  # quicker
@@ -108,7 +108,8 @@ def phase_marts(path: Path) -> dict:
         t2 = time.perf_counter()
         wh.replace_rows(con, model.schema, model.name, pl.from_arrow(rows), NAME)
         models[model.name] = {"run": t1 - t0, "tests": t2 - t1, "write": time.perf_counter() - t2,
-                              "rows": rows.num_rows, "failing_tests": sorted(n for n, b in failures.items() if b.height)}
+                              "rows": rows.num_rows,
+                              "failing_tests": sorted(n for n, b in failures.items() if b.height)}
     sql_seconds = time.perf_counter() - started
     t0 = time.perf_counter()
     rates = rc.rates_table(pl.read_csv(SANDBOX_FX_RATES, infer_schema=False), "usd")

@@ -109,7 +109,8 @@ KPIS_REPORTING_COLUMNS: dict[str, str] = {
     "new_customers": "customers whose first day with MRR > 0 falls in the month, summed over currencies.",
     "reactivated_customers": "customers with a reactivation in the month, summed over currencies.",
     "logo_churn_rate": "churned_customers / starting_customers.",
-    "cohort_starting_mrr": "the cohorts' MRR at the start, converted at the rates of the month's start (= starting_mrr).",
+    "cohort_starting_mrr": "the cohorts' MRR at the start, converted at the rates of the month's start "
+                           "(= starting_mrr).",
     "cohort_ending_mrr": "the cohorts' MRR at the end of the month, converted at the rates of the month's start "
                          "(constant currency).",
     "retained_mrr": "sum over the cohorts of min(end, start) MRR per customer, converted at the rates of the month's "
@@ -166,9 +167,10 @@ def _with_rates(frame: pl.DataFrame, rates: pl.DataFrame, reporting_currency: st
     """`frame` with `rate_pico`: its currency's latest rate on or before `day`, in 10⁻¹² units (null: none)."""
     table = rates.select(pl.col("date").alias("__rate_day"), "currency",
                          pl.col("rate").cast(pl.Decimal(38, 12)).to_physical().cast(pl.Int128).alias("rate_pico"))
+    # sorted by day overall, so also within each currency (which Polars cannot check when grouping `by`)
     joined = (frame.with_row_index("__row").sort(day)
               .join_asof(table.sort("__rate_day"), left_on=day, right_on="__rate_day", by="currency",
-                         strategy="backward", check_sortedness=False)  # sorted by day overall, so within each currency
+                         strategy="backward", check_sortedness=False)
               .sort("__row").drop("__row", "__rate_day"))
     return joined.with_columns(pl.when(pl.col("currency") == reporting_currency).then(pl.lit(PICO, pl.Int128))
                                .otherwise(pl.col("rate_pico")).alias("rate_pico"))

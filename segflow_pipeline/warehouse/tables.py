@@ -73,3 +73,10 @@ def drop_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
         return False
     con.execute(f'drop table "{schema}"."{table}"')
     return True
+
+
+def tables_except(con: duckdb.DuckDBPyConnection, schema: str, keep: frozenset[str] | set[str]) -> list[str]:
+    """The tables of `schema` whose names are not in `keep`, sorted."""
+    names = con.execute("select table_name from information_schema.tables where table_schema = ? and "
+                        "table_type = 'BASE TABLE' order by table_name", [schema]).fetchall()
+    return [name for (name,) in names if name not in keep]

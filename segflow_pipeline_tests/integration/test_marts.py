@@ -190,3 +190,22 @@ def test_a_rates_setting_that_points_nowhere_says_so(published: Path, tmp_path: 
     monkeypatch.setenv("SEGFLOW_FX_RATES", str(tmp_path / "nowhere.csv"))
     result = materialize_all(published)
     assert not result.success and "no such file" in " ".join(failure_messages(result))
+
+
+def test_a_table_no_model_builds_any_more_is_dropped_and_not_published(published: Path, tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    # a working file written by an earlier version: its customer_metrics_monthly would be published for ever
+    rates = tmp_path / "fx.csv"
+    rates.write_text("date,currency,rate\n2025-01-01,eur,1.10\n")
+    monkeypatch.setenv("SEGFLOW_FX_RATES", str(rates))
+    with duckdb.connect(str(files.working_path(published, NAME))) as con:
+        con.execute("create schema if not exists marts")
+        con.execute("create table marts.customer_metrics_monthly as select 'acme' as integration, -6.2 as nrr")
+    assert materialize_all(published).success
+    assert "marts.customer_metrics_monthly" not in tables(published)
+    assert {"marts.kpis_monthly", "marts.kpis_monthly_reporting", "metrics.mrr_daily_reporting"} <= tables(published)
+    files.publish(published, [NAME])
+    with duckdb.connect(str(published), read_only=True) as con:
+        marts = {t for (t,) in con.execute("select table_name from information_schema.tables "
+                                           "where table_schema = 'marts'").fetchall()}
+    assert "customer_metrics_monthly" not in marts and "kpis_monthly_reporting" in marts

@@ -5,6 +5,8 @@ Deps come from the tables the SQL reads (`warehouse/sql_models.py` parses it wit
 A run computes the model for one integration in its working file (every read restricted to that integration),
 runs the tests on the result, and only if all pass replaces the integration's rows of `marts.<stem>`
 (`tables.replace_rows`: delete + insert in one transaction); the publish asset then unions the integrations.
+The `marts` schema of a working file holds only tables the marts build: a table an earlier version built and this
+one does not (a model that was removed or renamed) is dropped when a mart is written, so it is not published again.
 """
 
 
@@ -14,6 +16,7 @@ import dagster as dg
 import polars as pl
 
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
+from segflow_pipeline.defs.marts.reporting_currency import KPIS_MONTHLY_REPORTING
 from segflow_pipeline.defs.reporting import failure_metadata, preview
 from segflow_pipeline.resources.warehouse import WarehouseResource
 from segflow_pipeline.stripe_api.tables import TABLES
@@ -64,6 +67,9 @@ def mart_asset(model: SqlModel, upstream: dict[TableRef, dg.AssetKey]) -> dg.Ass
                     "written and the published table is unchanged. See the check results for the offending rows.")
             frame = pl.from_arrow(rows)
             wh.replace_rows(con, model.schema, model.name, frame, integration.name)
+            for retired in wh.tables_except(con, model.schema, MART_TABLES):
+                wh.drop_table(con, model.schema, retired)
+                context.log.info(f"dropped {model.schema}.{retired}: no model or asset builds it any more")
         yield dg.MaterializeResult(metadata=mart_metadata(frame), check_results=results)
 
     return _mart
@@ -88,6 +94,8 @@ def _test_text(test: sql_models.DataTest) -> str:
 MODELS: list[SqlModel] = sql_models.load_models()
 sql_models.check_refs(MODELS, UPSTREAM)
 MART_KEYS: list[dg.AssetKey] = [dg.AssetKey([m.schema, m.name]) for m in MODELS]
+# Every table of the marts schema: the models' and the ones built in Python (`defs/marts/reporting_currency.py`).
+MART_TABLES: frozenset[str] = frozenset({m.name for m in MODELS} | {KPIS_MONTHLY_REPORTING.path[-1]})
 MART_ASSETS: list[dg.AssetsDefinition] = [
     mart_asset(m, {**UPSTREAM, **{other.ref: key for other, key in zip(MODELS, MART_KEYS)}}) for m in MODELS
 ]

@@ -25,7 +25,8 @@ CHECKS = {
 
 
 @dg.asset(key=KPIS_MONTHLY_REPORTING, group_name="marts", kinds={"polars", "duckdb"},
-          deps=[KPIS_MONTHLY, MRR_DAILY_REPORTING], partitions_def=PARTITIONS, description=rc.KPIS_REPORTING_DESCRIPTION,
+          deps=[KPIS_MONTHLY, MRR_DAILY_REPORTING], partitions_def=PARTITIONS,
+          description=rc.KPIS_REPORTING_DESCRIPTION,
           check_specs=[dg.AssetCheckSpec(name, asset=KPIS_MONTHLY_REPORTING, blocking=True, description=text)
                        for name, text in CHECKS.items()])
 def kpis_monthly_reporting(context: dg.AssetExecutionContext, duckdb: WarehouseResource):

@@ -16,9 +16,9 @@ from segflow_pipeline.resources.warehouse import WarehouseResource
 PUBLISHED = dg.AssetKey(["publish", "segflow_duckdb"])
 
 
-@dg.asset(key=PUBLISHED, group_name="publish", kinds={"duckdb"}, deps=[MRR_DAILY, CUSTOMER_MOVEMENTS, *MART_KEYS, MRR_REPORT,
-                                                                    MRR_DAILY_REPORTING, KPIS_MONTHLY_REPORTING,
-                                                                    *FORECAST_KEYS, BET_IMPACT],
+@dg.asset(key=PUBLISHED, group_name="publish", kinds={"duckdb"},
+          deps=[MRR_DAILY, CUSTOMER_MOVEMENTS, *MART_KEYS, MRR_REPORT, MRR_DAILY_REPORTING, KPIS_MONTHLY_REPORTING,
+                *FORECAST_KEYS, BET_IMPACT],
           check_specs=[dg.AssetCheckSpec("readable_with_contract_tables", asset=PUBLISHED, blocking=True)])
 def segflow_duckdb(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
     """The DuckDB file at SEGFLOW_DUCKDB_PATH: every integration's stripe, metrics and marts tables, swapped in

@@ -137,7 +137,8 @@ def reporting_frames() -> tuple[pl.DataFrame, pl.DataFrame]:
     daily = daily_frame().filter(pl.col("currency") == "usd").with_columns(pl.lit("usd").alias("reporting_currency"))
     kpis = kpis_frame().filter(pl.col("currency") == "usd").drop("currency").with_columns(
         pl.lit("usd").alias("reporting_currency"),
-        *[pl.lit(Decimal("1.00")).cast(pl.Decimal(18, 2)).alias(c) for c in MOVES if c not in ("new_mrr", "churned_mrr")],
+        *[pl.lit(Decimal("1.00")).cast(pl.Decimal(18, 2)).alias(c) for c in MOVES
+          if c not in ("new_mrr", "churned_mrr")],
         pl.lit(Decimal("-3.21")).cast(pl.Decimal(18, 2)).alias("fx_adjustment_mrr"))
     return daily, kpis
 

@@ -10,7 +10,6 @@ from decimal import Decimal
 
 import duckdb
 import polars as pl
-import pytest
 
 from segflow_pipeline.warehouse import sql_models as sm
 from segflow_pipeline_tests.unit.warehouse.test_sql_models import (AS_OF, INTEGRATION, build_marts, records,

@@ -16,6 +16,7 @@ import dagster as dg
 import polars as pl
 
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
+from segflow_pipeline.defs.marts.bets import BET_IMPACT
 from segflow_pipeline.defs.marts.reporting_currency import KPIS_MONTHLY_REPORTING
 from segflow_pipeline.defs.reporting import failure_metadata, preview
 from segflow_pipeline.resources.warehouse import WarehouseResource
@@ -94,8 +95,10 @@ def _test_text(test: sql_models.DataTest) -> str:
 MODELS: list[SqlModel] = sql_models.load_models()
 sql_models.check_refs(MODELS, UPSTREAM)
 MART_KEYS: list[dg.AssetKey] = [dg.AssetKey([m.schema, m.name]) for m in MODELS]
-# Every table of the marts schema: the models' and the ones built in Python (`defs/marts/reporting_currency.py`).
-MART_TABLES: frozenset[str] = frozenset({m.name for m in MODELS} | {KPIS_MONTHLY_REPORTING.path[-1]})
+# Every table of the marts schema: the models' and the ones built in Python (`defs/marts/reporting_currency.py`,
+# `defs/marts/bets.py`).
+MART_TABLES: frozenset[str] = frozenset({m.name for m in MODELS} | {KPIS_MONTHLY_REPORTING.path[-1],
+                                                                    BET_IMPACT.path[-1]})
 MART_ASSETS: list[dg.AssetsDefinition] = [
     mart_asset(m, {**UPSTREAM, **{other.ref: key for other, key in zip(MODELS, MART_KEYS)}}) for m in MODELS
 ]

@@ -76,6 +76,13 @@ def add_customer(con: duckdb.DuckDBPyConnection, customer: str, day: str, items:
                     "values (?, ?, ?, ?, 1)", [INTEGRATION, f"si_{sub}", sub, price])
     con.execute("insert into metrics.mrr_customer_movements values (?, 'usd', ?, ?, 0, ?, ?, ?)",
                 [INTEGRATION, customer, day, amount, movement, amount])
+    # the published series moves with it, so the story stays one account (the marts' own checks compare them)
+    con.execute("update metrics.mrr_daily set mrr = mrr + ?::decimal(18,2), arr = arr + 12 * ?::decimal(18,2), "
+                "paying_customers = paying_customers + 1, active_subscriptions = active_subscriptions + ? "
+                "where integration = ? and currency = 'usd' and date >= ?",
+                [amount, amount, len(items), INTEGRATION, day])
+    con.execute(f"update metrics.mrr_daily set {movement}_mrr = {movement}_mrr + ?::decimal(18,2) "
+                "where integration = ? and currency = 'usd' and date = ?", [amount, INTEGRATION, day])
 
 
 @pytest.mark.parametrize(("units", "amount", "expected"), [
@@ -93,8 +100,7 @@ def test_a_movement_is_shared_by_list_price_in_whole_cents(con, units, amount, e
 
 
 def test_a_movement_without_any_item_is_unknown(con) -> None:
-    con.execute("insert into metrics.mrr_customer_movements values (?, 'usd', 'cus_nobody', '2025-03-04', 0, 12.34, "
-                "'new', 12.34)", [INTEGRATION])
+    add_customer(con, "cus_nobody", "2025-03-04", [], "new", "12.34")
     daily = build_marts(con)["mrr_drivers_daily"].filter(pl.col("date") == dt.date(2025, 3, 4))
     assert records(daily, "product", "price", "billing_interval", "new_mrr") == [
         ("unknown", "unknown", "unknown", D("12.34"))]

@@ -939,13 +939,16 @@ def source_of(reader: StripeReader) -> str:
 
 
 def sync_account(reader: StripeReader, con: duckdb.DuckDBPyConnection, integration: str = "default",
-                 mode: Mode = "auto", progress: Progress | None = None, concurrency: int = 32) -> SyncReport:
+                 mode: Mode = "auto", progress: Progress | None = None, concurrency: int = 32,
+                 now: float | None = None) -> SyncReport:
     """Bring the integration's rows in schema `stripe` up to date with the account `reader` reads.
 
     The tables must exist (`raw.ensure_tables`). `StripeSetupError` (bad key, missing permission) propagates
     unchanged; a sync that fails or is killed leaves the tables as the last successful sync left them.
+    `now` (epoch seconds, default: the current time) is the run's moment: the event window and the end of the
+    `created` windows are counted from it, and it is stored as the time of this sync.
     """
-    started_wall = time.time()
+    started_wall = time.time() if now is None else float(now)
     started = time.monotonic()
     before = reader.stats.as_dict()
     source = source_of(reader)

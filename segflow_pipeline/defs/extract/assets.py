@@ -6,6 +6,7 @@ import time
 import dagster as dg
 
 from segflow_pipeline.config import Integration
+from segflow_pipeline.defs.clock import epoch_seconds, run_as_of
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
 from segflow_pipeline.resources.stripe import StripeResource
 from segflow_pipeline.resources.warehouse import WarehouseResource
@@ -67,7 +68,8 @@ def _sync(context: dg.AssetExecutionContext, config: SyncConfig, stripe: StripeR
     started = time.monotonic()
     with duckdb.integration_connection(integration.name) as con:
         raw.ensure_tables(con)
-        report = sync_account(reader, con, integration=integration.name, mode=config.mode, progress=progress)
+        report = sync_account(reader, con, integration=integration.name, mode=config.mode, progress=progress,
+                              now=epoch_seconds(run_as_of(context)))
         health = quality.raw_table_health(con, integration.name)
     for warning in report.warnings:
         context.log.warning(warning)

@@ -8,11 +8,11 @@ runs the tests on the result, and only if all pass replaces the integration's ro
 """
 
 
-import datetime as dt
 
 import dagster as dg
 import polars as pl
 
+from segflow_pipeline.defs.clock import run_as_of
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
 from segflow_pipeline.defs.reporting import failure_metadata, preview
 from segflow_pipeline.resources.warehouse import WarehouseResource
@@ -46,7 +46,7 @@ def mart_asset(model: SqlModel, upstream: dict[TableRef, dg.AssetKey]) -> dg.Ass
     )
     def _mart(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
         integration = integration_of(context)
-        as_of = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        as_of = run_as_of(context)
         with duckdb.integration_connection(integration.name) as con:
             try:
                 rows = sql_models.run_model(con, model, integration.name, as_of)

@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 
 from segflow_pipeline.config import MrrOptions
+from segflow_pipeline.defs.clock import run_as_of
 from segflow_pipeline.defs.extract.assets import RAW_KEYS
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
 from segflow_pipeline.defs.reporting import failure_metadata, preview
@@ -52,7 +53,7 @@ def mrr_daily(context: dg.AssetExecutionContext, config: MrrConfig, duckdb: Ware
     options = MrrOptions.from_mapping({k: v for k, v in {"churn_recognition": config.churn_recognition,
                                                          "discounts": config.discounts}.items() if v}
                                       ) if (config.churn_recognition or config.discounts) else integration.options
-    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    now = run_as_of(context)
     today = now.date()
     with duckdb.integration_connection(integration.name) as con:
         frames = {t: wh.read_table(con, "stripe", t, integration.name) for t in INPUT_TABLES}

@@ -41,3 +41,6 @@ class WarehouseResource(DuckDBResource):
 
     def publish(self, integrations: list[str]) -> dict[str, int]:
         return files.publish(self.published_path, integrations, timeout_s=self.lock_timeout_s)
+
+    def publish_reports(self, run_id: str) -> list[str]:
+        return files.publish_reports(self.published_path, run_id)

@@ -16,6 +16,9 @@ Layout beside SEGFLOW_DUCKDB_PATH (the published file BI tools open):
   ready copy until its own run publishes. Readers that hold the old published file open keep their snapshot until
   they reconnect; nobody ever opens the published file for writing, so readers never block the pipeline and never
   see half a refresh.
+- Reports (charts, HTML) go with the data: a run writes them to `<dir>/.segflow/reports/<integration>.<run id>/`,
+  and only the publish step of that same run moves them to `<dir>/reports/<integration>/`. A run that fails before
+  publishing leaves the published reports as they were, matching the published file.
 No Dagster here.
 """
 
@@ -55,6 +58,36 @@ def working_path(published: Path, integration: str) -> Path:
 
 def ready_path(published: Path, integration: str) -> Path:
     return state_dir(published) / f"{integration}.ready.duckdb"
+
+
+def reports_dir(published: Path, integration: str) -> Path:
+    """Where the published reports of an integration are (beside the published file)."""
+    return published.parent / "reports" / integration
+
+
+def pending_reports_dir(published: Path, integration: str, run_id: str) -> Path:
+    """Where a run writes its reports until its publish step moves them to `reports_dir`."""
+    return state_dir(published) / "reports" / f"{integration}.{run_id}"
+
+
+def publish_reports(published: Path, run_id: str) -> list[str]:
+    """Move the reports the run `run_id` wrote into place, replacing each integration's previous ones; drop what
+    older runs left pending (they never published). Returns the integrations whose reports were published."""
+    pending = state_dir(published) / "reports"
+    done: list[str] = []
+    for folder in sorted(pending.glob(f"*.{run_id}")) if pending.exists() else []:
+        integration = folder.name[: -len(run_id) - 1]
+        target = reports_dir(published, integration)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        old = target.with_name(f".{target.name}.old-{run_id}")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(folder, target)
+        shutil.rmtree(old, ignore_errors=True)
+        for stale in pending.glob(f"{integration}.*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        done.append(integration)
+    return done
 
 
 @contextlib.contextmanager

@@ -18,12 +18,14 @@ def segflow_duckdb(context: dg.AssetExecutionContext, duckdb: WarehouseResource)
     """The DuckDB file at SEGFLOW_DUCKDB_PATH: every integration's stripe, metrics and marts tables, swapped in
     atomically so open readers keep a consistent snapshot and never block a refresh."""
     counts = duckdb.publish([i.name for i in INTEGRATIONS])
+    reports = duckdb.publish_reports(context.run_id)
     with duckdb.get_connection() as con:
         present = {f"{s}.{t}" for s, t in con.execute(
             "select table_schema, table_name from information_schema.tables").fetchall()}
     missing = sorted({"metrics.mrr_daily", "stripe.subscriptions", "stripe.invoices", "stripe.customers",
                       "stripe.prices", "stripe.coupons"} - present)
-    context.log.info(f"published {duckdb.published_path} ({len(counts)} tables)")
+    context.log.info(f"published {duckdb.published_path} ({len(counts)} tables)"
+                     + (f" and the reports of {', '.join(reports)}" if reports else ""))
     yield dg.MaterializeResult(
         metadata={"path": str(duckdb.published_path.resolve()), "tables": len(counts),
                   **{f"rows.{name}": n for name, n in counts.items() if not name.startswith("stripe.")}},

@@ -30,7 +30,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class MrrOptions:
-    """MRR_SPEC.md options: when a scheduled cancellation stops counting, and which discounts reduce MRR."""
+    """MRR options (docs/mrr.md): when a scheduled cancellation stops counting, and which discounts reduce MRR."""
 
     churn_recognition: Literal["canceled_at", "period_end"] = "canceled_at"
     discounts: Literal["forever", "all", "none"] = "forever"

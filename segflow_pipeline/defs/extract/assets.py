@@ -39,8 +39,13 @@ class SyncConfig(dg.Config):
 @dg.multi_asset(
     specs=[dg.AssetSpec(key, group_name="extract", kinds={"stripe", "duckdb"}, description=DESCRIPTIONS[table])
            for table, key in RAW_KEYS.items()],
-    check_specs=[dg.AssetCheckSpec("unique_ids", asset=key, blocking=True) for key in RAW_KEYS.values()]
-    + [dg.AssetCheckSpec("has_subscriptions", asset=RAW_KEYS["subscriptions"])],
+    check_specs=[dg.AssetCheckSpec("unique_ids", asset=key, blocking=True,
+                                   description="No Stripe object is stored twice for one integration (one row per "
+                                               "primary key).")
+                 for key in RAW_KEYS.values()]
+    + [dg.AssetCheckSpec("has_subscriptions", asset=RAW_KEYS["subscriptions"],
+                         description="The account has at least one subscription (a warning: an empty account, or a "
+                                     "key of the other mode, test or live).")],
     partitions_def=PARTITIONS,
     retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
 )

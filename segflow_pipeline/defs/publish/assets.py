@@ -13,7 +13,10 @@ PUBLISHED = dg.AssetKey(["publish", "segflow_duckdb"])
 
 
 @dg.asset(key=PUBLISHED, group_name="publish", kinds={"duckdb"}, deps=[MRR_DAILY, CUSTOMER_MOVEMENTS, *MART_KEYS, MRR_REPORT],
-          check_specs=[dg.AssetCheckSpec("readable_with_contract_tables", asset=PUBLISHED, blocking=True)])
+          check_specs=[dg.AssetCheckSpec("readable_with_contract_tables", asset=PUBLISHED, blocking=True,
+                                         description="The published file opens read-only and holds "
+                                                     "metrics.mrr_daily and stripe.subscriptions, invoices, "
+                                                     "customers, prices and coupons.")])
 def segflow_duckdb(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
     """The DuckDB file at SEGFLOW_DUCKDB_PATH: every integration's stripe, metrics and marts tables, swapped in
     atomically so open readers keep a consistent snapshot and never block a refresh."""

@@ -35,7 +35,9 @@ from pathlib import Path
 
 import duckdb
 
+from segflow_pipeline.warehouse import comments as table_comments
 from segflow_pipeline.warehouse import raw
+from segflow_pipeline.warehouse.comments import TableComment
 
 PUBLISHED_SCHEMAS = ("stripe", "metrics", "marts")
 # DuckDB's own default is 80 % of RAM, whatever else runs on the machine: a full sync then keeps every block it
@@ -151,9 +153,11 @@ def integration_connection(published: Path, integration: str, *, timeout_s: floa
             con.close()
 
 
-def publish(published: Path, integrations: list[str], *, timeout_s: float = 600.0) -> dict[str, int]:
+def publish(published: Path, integrations: list[str], *, timeout_s: float = 600.0,
+            comments: Mapping[tuple[str, str], TableComment] | None = None) -> dict[str, int]:
     """Refresh the ready copies that are free, union every ready copy into a new file and rename it over
-    `published`. Returns rows per table."""
+    `published`. Returns rows per table. `comments` (`comments.published_comments`) are written on the new
+    file's tables and columns before it replaces the old one."""
     for name in integrations:
         refresh_ready_copy(published, name)
     published.parent.mkdir(parents=True, exist_ok=True)
@@ -168,6 +172,7 @@ def publish(published: Path, integrations: list[str], *, timeout_s: float = 600.
         try:
             raw.apply_text_storage(con)  # the published copy is written as compactly and as fast as the working files
             counts = _union_into(con, [ready_path(published, name) for name in integrations])
+            table_comments.apply(con, comments or table_comments.PYTHON_TABLES)
             con.execute("checkpoint")
         finally:
             con.close()

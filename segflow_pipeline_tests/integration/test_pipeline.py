@@ -142,3 +142,34 @@ def test_customer_movements_explain_the_daily_series(first_run):
         con.close()
     assert off == 0
     assert logo == 0
+
+
+def _uncommented(published, schemas: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    con = duckdb.connect(str(published), read_only=True)
+    try:
+        where = "where schema_name in (select unnest(?::varchar[])) and coalesce(trim(comment), '') = ''"
+        tables = [f"{s}.{t}" for s, t in con.execute(
+            f"select schema_name, table_name from duckdb_tables() {where} order by all", [list(schemas)]).fetchall()]
+        columns = [f"{s}.{t}.{c}" for s, t, c in con.execute(
+            f"select schema_name, table_name, column_name from duckdb_columns() {where} order by all",
+            [list(schemas)]).fetchall()]
+        count = con.execute("select count(*) from duckdb_columns() where schema_name in (select unnest(?::varchar[]))",
+                            [list(schemas)]).fetchone()[0]
+    finally:
+        con.close()
+    assert count > 0
+    return tables, columns
+
+
+def test_every_published_table_and_every_stripe_and_metrics_column_has_a_comment(first_run):
+    _, published = first_run
+    tables, columns = _uncommented(published, ("stripe", "metrics", "marts"))
+    assert tables == []
+    assert [c for c in columns if not c.startswith("marts.")] == []
+
+
+def test_every_marts_column_has_a_comment(first_run):
+    """Each model's `-- @col <column>: <meaning>` lines (dbt_like_sql/marts/<table>.sql) are its columns' comments."""
+    _, published = first_run
+    _, columns = _uncommented(published, ("marts",))
+    assert columns == [], "add `-- @col` lines for: " + ", ".join(columns)

@@ -14,21 +14,10 @@ from segflow_pipeline.stripe_api.keys import StripeSetupError, empty_account_war
 from segflow_pipeline.stripe_api.sync import sync_account
 from segflow_pipeline.stripe_api.tables import TABLES
 from segflow_pipeline.warehouse import quality, raw
+from segflow_pipeline.warehouse.comments import PYTHON_TABLES
 
-DESCRIPTIONS = {
-    "customers": "Stripe customers, deleted ones marked.",
-    "products": "Stripe products.",
-    "prices": "Stripe prices with their recurring terms; tiers in price_tiers.",
-    "price_tiers": "Tiers of tiered prices (fetched expanded), in Stripe's order.",
-    "coupons": "Stripe coupons: percent or amount off, duration.",
-    "subscriptions": "Every subscription in its latest state (status=all, canceled included).",
-    "subscription_items": "Every subscription item with its price and quantity, paged past what is embedded.",
-    "discounts": "Discounts attached to subscriptions, items and customers, with their coupon.",
-    "invoices": "Every invoice.",
-    "invoice_lines": "Every invoice line, paged past the 10 Stripe embeds.",
-    "events": "Stripe events of the last 30 days (Stripe keeps no more): they date subscription changes.",
-    "quarantine": "Objects Stripe sent that could not be turned into rows, with the reason.",
-}
+# The asset descriptions are the tables' own comments (warehouse/comments.py), so the UI and BI tools agree.
+DESCRIPTIONS = {table: PYTHON_TABLES[("stripe", table)].description for table in TABLES}
 RAW_KEYS = {table: dg.AssetKey(["stripe", table]) for table in TABLES}
 
 

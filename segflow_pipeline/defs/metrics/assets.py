@@ -14,6 +14,7 @@ from segflow_pipeline.defs.reporting import failure_metadata, preview
 from segflow_pipeline.resources.warehouse import WarehouseResource
 from segflow_pipeline.transform import mrr, schemas
 from segflow_pipeline.warehouse import tables as wh
+from segflow_pipeline.warehouse.comments import PYTHON_TABLES
 
 MRR_DAILY = dg.AssetKey(["metrics", "mrr_daily"])
 CUSTOMER_MOVEMENTS = dg.AssetKey(["metrics", "mrr_customer_movements"])
@@ -48,12 +49,10 @@ class MrrConfig(dg.Config):
         dg.AssetSpec(MRR_DAILY, group_name="metrics", kinds={"polars", "duckdb"},
                      deps=[RAW_KEYS[t] for t in INPUT_TABLES],
                      freshness_policy=dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=26)),
-                     description="Daily MRR per currency with new, expansion, contraction, churned and reactivation "
-                                 "movements, as Stripe's Billing analytics defines them (docs/mrr.md)."),
+                     description=PYTHON_TABLES[("metrics", "mrr_daily")].description),
         dg.AssetSpec(CUSTOMER_MOVEMENTS, group_name="metrics", kinds={"polars", "duckdb"},
                      deps=[RAW_KEYS[t] for t in INPUT_TABLES],
-                     description="The customer-level rows behind each day's movements: who was new, expanded, "
-                                 "contracted, churned or came back, and by how much."),
+                     description=PYTHON_TABLES[("metrics", "mrr_customer_movements")].description),
     ],
     check_specs=[dg.AssetCheckSpec(name, asset=MRR_DAILY, blocking=True, description=text)
                  for name, text in CHECKS.items()],

@@ -4,10 +4,11 @@
 import dagster as dg
 
 from segflow_pipeline.defs.integrations import INTEGRATIONS
-from segflow_pipeline.defs.marts.assets import MART_KEYS
+from segflow_pipeline.defs.marts.assets import MART_KEYS, MODELS
 from segflow_pipeline.defs.marts.report import MRR_REPORT
 from segflow_pipeline.defs.metrics.assets import CUSTOMER_MOVEMENTS, MRR_DAILY
 from segflow_pipeline.resources.warehouse import WarehouseResource
+from segflow_pipeline.warehouse.comments import published_comments
 
 PUBLISHED = dg.AssetKey(["publish", "segflow_duckdb"])
 
@@ -18,9 +19,10 @@ PUBLISHED = dg.AssetKey(["publish", "segflow_duckdb"])
                                                      "metrics.mrr_daily and stripe.subscriptions, invoices, "
                                                      "customers, prices and coupons.")])
 def segflow_duckdb(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
-    """The DuckDB file at SEGFLOW_DUCKDB_PATH: every integration's stripe, metrics and marts tables, swapped in
-    atomically so open readers keep a consistent snapshot and never block a refresh."""
-    counts = duckdb.publish([i.name for i in INTEGRATIONS])
+    """The DuckDB file at SEGFLOW_DUCKDB_PATH: every integration's stripe, metrics and marts tables, each table and
+    column with its COMMENT (docs/tables.md), swapped in atomically so open readers keep a consistent snapshot and
+    never block a refresh."""
+    counts = duckdb.publish([i.name for i in INTEGRATIONS], comments=published_comments(MODELS))
     reports = duckdb.publish_reports(context.run_id)
     with duckdb.get_connection() as con:
         present = {f"{s}.{t}" for s, t in con.execute(

@@ -4,8 +4,8 @@
 # when pyproject.toml changed. A failed build removes the venv, so the next run starts clean instead of reusing it.
 
 SUPPORTED := 3.11 3.12 3.13
-# The first supported interpreter on PATH, unless PYTHON is given (make demo PYTHON=python3.12).
-PYTHON ?= $(firstword $(foreach v,$(SUPPORTED),$(shell command -v python$(v) 2>/dev/null)) python3)
+# The first supported interpreter on PATH that starts, unless PYTHON is given (make demo PYTHON=python3.12).
+PYTHON ?= $(firstword $(foreach v,$(SUPPORTED),$(shell python$(v) -c '' >/dev/null 2>&1 && echo python$(v))) python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

@@ -1,6 +1,7 @@
 """The whole code location, run in process against the emulator over HTTP: Stripe → DuckDB → MRR → published file."""
 
 import datetime as dt
+import re
 import subprocess
 
 import dagster as dg
@@ -9,7 +10,7 @@ import pytest
 import stripe
 
 from segflow_pipeline.runner import load_definitions
-from segflow_pipeline_tests.integration.conftest import ACME_KEY, CHECK_CONTRACT, NOSUBS_KEY, python
+from segflow_pipeline_tests.integration.conftest import ACME_KEY, CHECK_CONTRACT, NOSUBS_KEY, PROJECT, python
 from segflow_pipeline_tests.integration.mrr_oracle import mrr_today
 
 
@@ -173,3 +174,27 @@ def test_every_marts_column_has_a_comment(first_run):
     _, published = first_run
     _, columns = _uncommented(published, ("marts",))
     assert columns == [], "add `-- @col` lines for: " + ", ".join(columns)
+
+
+def test_docs_tables_md_lists_every_stripe_and_metrics_column_with_its_type(first_run):
+    """docs/tables.md is the contract people read: it must name every column the file has, with its real type."""
+    _, published = first_run
+    documented: dict[str, dict[str, str]] = {}
+    table = None
+    for line in (PROJECT / "docs" / "tables.md").read_text().splitlines():
+        heading = re.match(r"^### `(\w+\.\w+)`$", line)
+        if heading:
+            table = documented.setdefault(heading.group(1), {})
+        row = re.match(r"^\| `(\w+)` \| ([A-Z0-9(), ]+) \| .+ \|$", line)
+        if row and table is not None:
+            table[row.group(1)] = row.group(2).strip()
+    con = duckdb.connect(str(published), read_only=True)
+    try:
+        actual: dict[str, dict[str, str]] = {}
+        for schema, name, column, kind in con.execute(
+                "select schema_name, table_name, column_name, data_type from duckdb_columns() "
+                "where schema_name in ('stripe', 'metrics') order by all").fetchall():
+            actual.setdefault(f"{schema}.{name}", {})[column] = kind
+    finally:
+        con.close()
+    assert {k: v for k, v in documented.items() if not k.startswith("marts.")} == actual

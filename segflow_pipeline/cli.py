@@ -359,9 +359,11 @@ def cmd_ui(port: int, *, n_subscriptions: int | None = None, sandbox_now: str | 
                    "-h", "127.0.0.1", "-p", str(port)]
         print(f"Dagster UI: http://127.0.0.1:{port} (runs and materializations kept in {home}). "
               "Assets → Materialize all refreshes everything; Ctrl-C stops the UI and the sandbox.", flush=True)
-        child = subprocess.Popen(command, env=env)
-        # A plain `kill PID` of this command stops dagster dev too (it shuts down its own processes on SIGTERM).
-        signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+        # dagster dev stops its webserver, daemon and code server on SIGINT (and on SIGTERM, which it maps to its
+        # SIGINT handler). A shell starting us in the background ignores SIGINT, and that would be inherited:
+        # the child gets the default back, so Ctrl-C and a plain `kill PID` of this command both stop everything.
+        child = subprocess.Popen(command, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGINT))
         try:
             return child.wait()
         except KeyboardInterrupt:

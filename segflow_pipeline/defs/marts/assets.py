@@ -8,7 +8,6 @@ runs the tests on the result, and only if all pass replaces the integration's ro
 """
 
 
-
 import dagster as dg
 import polars as pl
 

@@ -56,14 +56,14 @@ class _OneLine(logging.Formatter):
         meta = getattr(record, "dagster_meta", None) or {}
         message = str(meta.get("orig_message") or record.getMessage())
         event = meta.get("dagster_event")
+        level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
         if event is not None and event.is_step_failure:
             message = "failed (details at the end)"
-        elif event is not None and event.is_step_skipped or message.startswith("Dependencies for step "):
-            message = "skipped: a step it depends on failed"
+        elif (event is not None and event.is_step_skipped) or message.startswith("Dependencies for step "):
+            message, level = "skipped: a step it depends on failed", ""
         first = message.strip().splitlines()[0] if message.strip() else ""
         stamp = dt.datetime.fromtimestamp(record.created, dt.timezone.utc).strftime("%H:%M:%S")
         step = meta.get("step_key") or ""
-        level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
         return redact(f"{stamp} {step:<34} {level}{first}")
 
 

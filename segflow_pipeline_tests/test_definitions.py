@@ -87,3 +87,10 @@ def test_every_check_says_what_it_checks():
     missing = sorted(k.to_user_string() for k in graph.asset_check_keys
                      if not (graph.get_check_spec(k).description or "").strip())
     assert missing == []
+
+
+def test_every_asset_says_what_it_holds():
+    graph = load_definitions().resolve_asset_graph()
+    missing = sorted(k.to_user_string() for k in graph.get_all_asset_keys()
+                     if not (graph.get(k).description or "").strip())
+    assert missing == []

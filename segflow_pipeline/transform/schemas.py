@@ -1,6 +1,6 @@
 """Pandera DataFrameModels for the frames the MRR transform reads and writes, and `failure_cases()`.
 
-Belongs here: column types and value checks (the table contracts of CONTRACT.md and the input columns the
+Belongs here: column types and value checks (the published tables of docs/tables.md and the input columns the
 transform relies on). Not here: the invariants that span rows over time (no gaps, movements reconcile); those
 are predicates in `mrr.py`.
 
@@ -29,7 +29,7 @@ FAILURE_CASES_SCHEMA: dict[str, pl.DataType] = {
 
 
 class MrrDaily(pa.DataFrameModel):
-    """metrics.mrr_daily (CONTRACT.md): one row per (integration, currency, date), amounts non-negative."""
+    """metrics.mrr_daily (docs/tables.md): one row per (integration, currency, date), amounts non-negative."""
 
     integration: str = pa.Field(nullable=False)
     date: pl.Date = pa.Field(nullable=False)

@@ -142,3 +142,30 @@ def test_a_failing_check_ends_in_one_summary_and_changes_nothing_published(demo)
     assert "MRR today" not in failed.stdout
     # Nothing a reader sees changed: the published file and its report are the demo's, byte for byte.
     assert (published.read_bytes(), report.read_bytes()) == before
+
+
+def test_sandbox_serve_builds_the_account_at_the_given_instant(tmp_path):
+    port = _free_port()
+    server = subprocess.Popen([str(BIN / "segflow"), "sandbox", "serve", "--port", str(port), "--subscriptions", "40",
+                               "--now", "2028-02-29T00:00:05Z"], cwd=tmp_path, env=user_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        first = server.stdout.readline()
+        assert f"serving at http://127.0.0.1:{port}" in first and "as of 2028-02-29T00:00:05Z" in first, first
+        import stripe
+
+        client = stripe.StripeClient(SANDBOX_KEY, base_addresses={"api": f"http://127.0.0.1:{port}"})
+        newest = max(s.created for s in client.subscriptions.list({"status": "all", "limit": 100}).auto_paging_iter())
+        assert newest <= int(dt.datetime(2028, 2, 29, 0, 0, 5, tzinfo=dt.timezone.utc).timestamp())
+        assert newest > int(dt.datetime(2027, 12, 1, tzinfo=dt.timezone.utc).timestamp())
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

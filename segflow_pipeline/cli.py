@@ -1,7 +1,8 @@
-"""The `segflow` command: check a key, refresh, manage integrations, run the sandbox and the demo.
+"""The `segflow` command: check a key, refresh, manage integrations, run the sandbox, the demo and the UI.
 
 Every command drives the same Definitions and job as the Dagster UI and schedule. Errors print one readable line
-that says what to do, never a key, and exit non-zero.
+that says what to do, never a key, and exit non-zero. Runs are recorded in DAGSTER_HOME (default `.dagster_home`
+in the current folder, created when missing), so `segflow ui` / `make ui` shows them.
 """
 
 from __future__ import annotations
@@ -9,15 +10,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import json
 import os
+import signal
+import subprocess
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from segflow_pipeline import bets, config
 from segflow_pipeline.stripe_api.keys import StripeSetupError, redact
 
 RESOURCES = ("subscriptions", "invoices", "customers", "prices", "products", "coupons", "events")
+DEFAULT_DAGSTER_HOME = ".dagster_home"
+DEV_INSTANCE = Path(__file__).resolve().parents[1] / "deploy" / "dagster.dev.yaml"
+SANDBOX_SUBSCRIPTIONS = 1500
+SANDBOX_SEED = 7
+UI_PORT = 3000
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,9 +61,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
     serve.add_argument("--rate-limit", type=float, default=None, help="requests per second per key")
     serve.add_argument("--error-rate", type=float, default=0.0, help="fraction of requests answered 500")
+    serve.add_argument("--now", default=None, metavar="ISO8601",
+                       help="the instant the account is built at, e.g. 2028-02-29T00:00:05Z (default: now)")
 
     demo = sub.add_parser("demo", help="run the whole pipeline on the sandbox (or on Stripe if STRIPE_API_KEY is set)")
-    demo.add_argument("--subscriptions", type=int, default=1500)
+    demo.add_argument("--subscriptions", type=int, default=SANDBOX_SUBSCRIPTIONS)
+    demo.add_argument("--sandbox-now", default=None, metavar="ISO8601",
+                      help="build the sandbox account at this instant and run the pipeline as of it "
+                           "(e.g. 2028-02-29T00:00:05Z; default: now)")
+
+    ui = sub.add_parser("ui", help="the Dagster UI (dagster dev) on 127.0.0.1, on the sandbox unless STRIPE_API_KEY "
+                                   "is set; runs are kept in DAGSTER_HOME (default .dagster_home)")
+    ui.add_argument("--port", type=int, default=UI_PORT)
+    ui.add_argument("--subscriptions", type=int, default=None,
+                    help=f"sandbox size (default: the last demo's, else {SANDBOX_SUBSCRIPTIONS})")
+    ui.add_argument("--sandbox-now", default=None, metavar="ISO8601",
+                    help="build the sandbox at this instant and run as of it (default: the last demo's sandbox)")
 
     bets.add_cli_parser(sub)
 
@@ -67,11 +90,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_integrations_list() if args.action == "list" else cmd_integrations_add(args)
         if args.command == "sandbox":
             from segflow_pipeline.sandbox.server import serve_forever
+            now = _epoch(config.parse_instant(args.now, "--now")) if args.now else None
             serve_forever(port=args.port, n_subscriptions=args.subscriptions, seed=args.seed,
-                          latency_s=args.latency, rate_limit_per_s=args.rate_limit, error_rate=args.error_rate)
+                          latency_s=args.latency, rate_limit_per_s=args.rate_limit, error_rate=args.error_rate,
+                          now=now)
             return 0
         if args.command == "demo":
-            return cmd_demo(args.subscriptions)
+            return cmd_demo(args.subscriptions, sandbox_now=args.sandbox_now)
+        if args.command == "ui":
+            return cmd_ui(args.port, n_subscriptions=args.subscriptions, sandbox_now=args.sandbox_now)
         if args.command == "bets":
             return bets.run_cli(args)
     except (StripeSetupError, config.ConfigError, _api_failure()) as exc:
@@ -176,44 +203,180 @@ def cmd_integrations_add(args: argparse.Namespace) -> int:
 def cmd_refresh(name: str | None, *, full: bool = False) -> int:
     from segflow_pipeline import runner
 
-    return runner.refresh(name, full=full)
+    with dagster_home() as home:
+        outcome = runner.refresh(name, full=full)
+    if outcome == 0:
+        runner.print_headline(config.duckdb_path(), dagster_home=home)
+    return outcome
+
+
+def _epoch(moment: dt.datetime) -> int:
+    return int(moment.replace(tzinfo=dt.timezone.utc).timestamp())
+
+
+def _iso(epoch: int) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @contextlib.contextmanager
-def sandbox_environment(n_subscriptions: int) -> Iterator[str]:
-    """Start the emulator with the sandbox account and point the pipeline at it, for the life of the block."""
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the life of the block, then restore what was there."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def dagster_home() -> Iterator[Path]:
+    """DAGSTER_HOME as set, else `.dagster_home` in the current folder; created if missing, so runs are kept.
+    A new one gets the project's instance settings for one machine (deploy/dagster.dev.yaml: at most one run per
+    account at a time, no telemetry)."""
+    home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    settings = home / "dagster.yaml"
+    if not settings.exists():
+        settings.write_text(DEV_INSTANCE.read_text() if DEV_INSTANCE.exists() else "telemetry:\n  enabled: false\n")
+    with _environment({"DAGSTER_HOME": str(home)}):
+        yield home
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """Which sandbox account a demo used: rebuilt identically by `segflow ui`, so the UI's runs read the same
+    account the demo synced. `fixed`: built at an instant the user chose, and runs are made as of it."""
+
+    now: int
+    subscriptions: int
+    fixed: bool
+
+    @staticmethod
+    def record_path() -> Path:
+        from segflow_pipeline.warehouse.files import state_dir
+
+        return state_dir(config.duckdb_path()) / "sandbox.json"
+
+    def save(self) -> None:
+        path = self.record_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"now": self.now, "subscriptions": self.subscriptions, "fixed": self.fixed}))
+
+    @classmethod
+    def last(cls) -> Sandbox | None:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            raw = json.loads(cls.record_path().read_text())
+            return cls(now=int(raw["now"]), subscriptions=int(raw["subscriptions"]), fixed=bool(raw["fixed"]))
+        return None
+
+
+@contextlib.contextmanager
+def sandbox_environment(n_subscriptions: int, now: int | None = None) -> Iterator[str]:
+    """Start the emulator with the sandbox account (built at `now`, epoch seconds, default the current time) and
+    point the pipeline at it, for the life of the block."""
     from segflow_pipeline.sandbox.account import SANDBOX_KEYS, build_account
     from segflow_pipeline.sandbox.server import EmulatorServer
 
     key = next(k for k in SANDBOX_KEYS if k.startswith("sk_test_"))
-    with EmulatorServer({key: build_account(n_subscriptions=n_subscriptions, seed=7)}) as server:
-        saved = {k: os.environ.get(k) for k in ("STRIPE_API_KEY", "STRIPE_API_BASE")}
-        os.environ.update({"STRIPE_API_KEY": key, "STRIPE_API_BASE": server.url})
-        try:
+    account = build_account(n_subscriptions=n_subscriptions, seed=SANDBOX_SEED, now=now)
+    with EmulatorServer({key: account}) as server:
+        with _environment({"STRIPE_API_KEY": key, "STRIPE_API_BASE": server.url}):
             yield server.url
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
 
 
-def cmd_demo(n_subscriptions: int) -> int:
+def _sandbox_instant(sandbox_now: str | None, option: str) -> int | None:
+    """The instant to build the sandbox at: the option, else SEGFLOW_AS_OF, else None (now). Both set and
+    different is refused: the sandbox and the pipeline would disagree on what today is."""
+    chosen = config.parse_instant(sandbox_now, option) if sandbox_now else None
+    fixed = config.as_of()
+    if chosen is not None and fixed is not None and chosen != fixed:
+        raise config.ConfigError(f"{option} {sandbox_now} and {config.AS_OF_ENV}={os.environ[config.AS_OF_ENV]} "
+                                 f"differ; give one of them")
+    moment = chosen or fixed
+    return _epoch(moment) if moment is not None else None
+
+
+def cmd_demo(n_subscriptions: int, sandbox_now: str | None = None) -> int:
     from segflow_pipeline import runner
 
     with contextlib.ExitStack() as stack:
+        home = stack.enter_context(dagster_home())
+        sandbox: Sandbox | None = None
         if os.environ.get("STRIPE_API_KEY"):
+            if sandbox_now:
+                raise config.ConfigError("--sandbox-now builds the built-in sandbox account; unset STRIPE_API_KEY "
+                                         "to use it (your Stripe account is always read as of now)")
             print("STRIPE_API_KEY is set: the demo reads your Stripe account (read-only).")
         else:
-            url = stack.enter_context(sandbox_environment(n_subscriptions))
+            instant = _sandbox_instant(sandbox_now, "--sandbox-now")
+            url = stack.enter_context(sandbox_environment(n_subscriptions, instant))
+            sandbox = Sandbox(now=instant if instant is not None else _epoch(runner.utc_now()),
+                              subscriptions=n_subscriptions, fixed=instant is not None)
+            if sandbox.fixed:
+                stack.enter_context(_environment({config.AS_OF_ENV: _iso(sandbox.now)}))
             stack.enter_context(config.sandbox_fx_rates())  # a usd total too, unless SEGFLOW_FX_RATES is set
-            print(f"No STRIPE_API_KEY: using the built-in Stripe emulator at {url} with a sandbox account "
-                  f"of {n_subscriptions} subscriptions.")
-        code = runner.refresh(None, full=True)
-    if code == 0:
-        runner.print_summary(config.duckdb_path())
-    return code
+            print(f"No STRIPE_API_KEY: using the built-in Stripe emulator at {url} with a sandbox account of "
+                  f"{n_subscriptions} subscriptions" + (f", as of {_iso(sandbox.now)}." if sandbox.fixed else "."))
+        outcome = runner.refresh(None, full=True)
+        if sandbox is not None:
+            sandbox.save()
+    if outcome == 0:
+        runner.print_headline(config.duckdb_path(), dagster_home=home)
+    return outcome
+
+
+def cmd_ui(port: int, *, n_subscriptions: int | None = None, sandbox_now: str | None = None) -> int:
+    """`dagster dev` on 127.0.0.1:`port` with DAGSTER_HOME kept, on the sandbox unless STRIPE_API_KEY is set."""
+    with contextlib.ExitStack() as stack:
+        home = stack.enter_context(dagster_home())
+        env = dict(os.environ)
+        if os.environ.get("STRIPE_API_KEY"):
+            if sandbox_now:
+                raise config.ConfigError("--sandbox-now builds the built-in sandbox account; unset STRIPE_API_KEY "
+                                         "to use it")
+            print("STRIPE_API_KEY is set: the UI reads your Stripe account (read-only).")
+        else:
+            instant = _sandbox_instant(sandbox_now, "--sandbox-now")
+            last = Sandbox.last()
+            if instant is not None:
+                sandbox = Sandbox(now=instant, subscriptions=n_subscriptions or SANDBOX_SUBSCRIPTIONS, fixed=True)
+            elif last is not None and n_subscriptions in (None, last.subscriptions):
+                sandbox = last  # the account the last demo synced: incremental runs stay consistent with it
+            else:
+                from segflow_pipeline import runner
+
+                sandbox = Sandbox(now=_epoch(runner.utc_now()),
+                                  subscriptions=n_subscriptions or SANDBOX_SUBSCRIPTIONS, fixed=False)
+            url = stack.enter_context(sandbox_environment(sandbox.subscriptions, sandbox.now))
+            sandbox.save()
+            env.update({"STRIPE_API_KEY": os.environ["STRIPE_API_KEY"], "STRIPE_API_BASE": url})
+            if sandbox.fixed:
+                env[config.AS_OF_ENV] = _iso(sandbox.now)
+            print(f"Sandbox Stripe emulator at {url}: {sandbox.subscriptions} subscriptions, built as of "
+                  f"{_iso(sandbox.now)}" + (" (runs are made as of that instant)" if sandbox.fixed else ""))
+        dagster = Path(sys.executable).with_name("dagster")
+        command = [str(dagster if dagster.exists() else "dagster"), "dev", "-m", "segflow_pipeline.definitions",
+                   "-h", "127.0.0.1", "-p", str(port)]
+        print(f"Dagster UI: http://127.0.0.1:{port} (runs and materializations kept in {home}). "
+              "Assets → Materialize all refreshes everything; Ctrl-C stops the UI and the sandbox.", flush=True)
+        # dagster dev stops its webserver, daemon and code server on SIGINT (and on SIGTERM, which it maps to its
+        # SIGINT handler). A shell starting us in the background ignores SIGINT, and that would be inherited:
+        # the child gets the default back, so Ctrl-C and a plain `kill PID` of this command both stop everything.
+        child = subprocess.Popen(command, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGINT))
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            # dagster dev got the same Ctrl-C (same process group) and shuts its own processes down.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                return child.wait(timeout=30)
+            child.send_signal(signal.SIGTERM)
+            return child.wait()
 
 
 if __name__ == "__main__":

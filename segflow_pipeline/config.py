@@ -1,14 +1,17 @@
 """Settings from the environment and the integrations file, as frozen values. No Dagster, no side effects at import.
 
-Environment (CONTRACT.md): STRIPE_API_KEY, STRIPE_API_BASE, SEGFLOW_DUCKDB_PATH; project-specific variables start
-with SEGFLOW_. The integrations file names, for each Stripe account, the environment variable that holds its key,
-never the key itself. A reporting currency is optional: SEGFLOW_FX_RATES names a CSV file of rates
-(`date,currency,rate`) and SEGFLOW_REPORTING_CURRENCY the currency they convert into.
+Environment: STRIPE_API_KEY, STRIPE_API_BASE, SEGFLOW_DUCKDB_PATH; project-specific variables start with SEGFLOW_.
+The integrations file names, for each Stripe account, the environment variable that holds its key, never the key
+itself. SEGFLOW_AS_OF sets the moment a run treats as "now" (default: the real time), so a run can be repeated as
+of any instant, e.g. against a sandbox account built at that instant. A reporting currency is optional:
+SEGFLOW_FX_RATES names a CSV file of rates (`date,currency,rate`) and SEGFLOW_REPORTING_CURRENCY the currency they
+convert into.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import re
 from collections.abc import Iterator, MutableMapping
@@ -22,6 +25,7 @@ DEFAULT_DUCKDB_PATH = "data/segflow.duckdb"
 DEFAULT_INTEGRATIONS_FILE = "integrations.yaml"
 DEFAULT_BETS_FILE = "bets.yaml"
 DEFAULT_INTEGRATION = "default"
+AS_OF_ENV = "SEGFLOW_AS_OF"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 FX_RATES_ENV = "SEGFLOW_FX_RATES"
 REPORTING_CURRENCY_ENV = "SEGFLOW_REPORTING_CURRENCY"
@@ -37,7 +41,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class MrrOptions:
-    """MRR_SPEC.md options: when a scheduled cancellation stops counting, and which discounts reduce MRR."""
+    """MRR options (docs/mrr.md): when a scheduled cancellation stops counting, and which discounts reduce MRR."""
 
     churn_recognition: Literal["canceled_at", "period_end"] = "canceled_at"
     discounts: Literal["forever", "all", "none"] = "forever"
@@ -72,6 +76,25 @@ class Integration:
 def duckdb_path(environ: Mapping[str, str] | None = None) -> Path:
     env = environ if environ is not None else os.environ
     return Path(env.get("SEGFLOW_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH)
+
+
+def parse_instant(text: str, where: str = AS_OF_ENV) -> dt.datetime:
+    """An ISO 8601 instant (`2028-02-29T00:00:05Z`, `2026-12-06T08:00:00+01:00`, `2026-12-06`) as naive UTC;
+    without an offset it is read as UTC."""
+    try:
+        value = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ConfigError(f"{where}={text!r} is not an ISO 8601 instant; write e.g. 2028-02-29T00:00:05Z") from None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def as_of(environ: Mapping[str, str] | None = None) -> dt.datetime | None:
+    """The moment set by SEGFLOW_AS_OF as naive UTC, or None when unset (a run then uses the time it started)."""
+    env = environ if environ is not None else os.environ
+    text = env.get(AS_OF_ENV, "").strip()
+    return parse_instant(text) if text else None
 
 
 def api_base(environ: Mapping[str, str] | None = None) -> str | None:

@@ -105,3 +105,17 @@ def test_dagster_cli_validates_the_code_location():
                           "segflow_pipeline.definitions"], capture_output=True, text=True, cwd=PROJECT, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Validation successful" in out.stderr + out.stdout
+
+
+def test_every_check_says_what_it_checks():
+    graph = load_definitions().resolve_asset_graph()
+    missing = sorted(k.to_user_string() for k in graph.asset_check_keys
+                     if not (graph.get_check_spec(k).description or "").strip())
+    assert missing == []
+
+
+def test_every_asset_says_what_it_holds():
+    graph = load_definitions().resolve_asset_graph()
+    missing = sorted(k.to_user_string() for k in graph.get_all_asset_keys()
+                     if not (graph.get(k).description or "").strip())
+    assert missing == []

@@ -1,7 +1,7 @@
 """`StripeResource`: the Dagster face of `stripe_api.client.StripeReader`. Thin: configuration and key safety only.
 
 The resource holds the *names* of the environment variables, never a key: Dagster stores resource config with
-runs, and a key must never reach disk (CONTRACT.md). Keys are read from the environment when a reader is built.
+runs, and a key must never reach disk. Keys are read from the environment when a reader is built.
 """
 
 from __future__ import annotations

@@ -7,13 +7,14 @@ itself writes the working file of one integration at a time and publishes by ato
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import duckdb
 from dagster_duckdb import DuckDBResource
 
 from segflow_pipeline.warehouse import files
+from segflow_pipeline.warehouse.comments import TableComment
 
 
 class WarehouseResource(DuckDBResource):
@@ -39,5 +40,9 @@ class WarehouseResource(DuckDBResource):
         finally:
             con.close()
 
-    def publish(self, integrations: list[str]) -> dict[str, int]:
-        return files.publish(self.published_path, integrations, timeout_s=self.lock_timeout_s)
+    def publish(self, integrations: list[str],
+                comments: Mapping[tuple[str, str], TableComment] | None = None) -> dict[str, int]:
+        return files.publish(self.published_path, integrations, timeout_s=self.lock_timeout_s, comments=comments)
+
+    def publish_reports(self, run_id: str) -> list[str]:
+        return files.publish_reports(self.published_path, run_id)

@@ -186,7 +186,8 @@ def _int(value: str, param: str) -> int:
 class EmulatorServer:
     """Serve sandbox accounts over HTTP on 127.0.0.1. `accounts` maps an API key to the account it opens.
 
-    With `accounts=None`, a default sandbox account (1,500 subscriptions, seed 7) is built and opened by the keys
+    With `accounts=None`, a default sandbox account (1,500 subscriptions, seed 7, built at `now`, epoch seconds,
+    default the current time) is built and opened by the keys
     of `SANDBOX_KEYS`; `sk_live_sandbox_empty` opens an empty live-mode account. A restricted key (`rk_...`)
     whose name contains `nosubs` lacks `rak_subscription_read`; `restricted` can name missing permissions for
     other keys.
@@ -207,9 +208,10 @@ class EmulatorServer:
         restricted: Mapping[str, Iterable[str]] | None = None,
         n_subscriptions: int = 1500,
         account_seed: int = 7,
+        now: int | None = None,
     ) -> None:
         if accounts is None:
-            main = build_account(n_subscriptions=n_subscriptions, seed=account_seed)
+            main = build_account(n_subscriptions=n_subscriptions, seed=account_seed, now=now)
             empty = build_account(n_subscriptions=0, seed=account_seed + 1, now=main.now, livemode=True)
             accounts = {
                 "sk_test_sandbox_full": main,
@@ -785,16 +787,18 @@ class _Router:
 
 
 def serve_forever(port: int = 12111, n_subscriptions: int = 1500, seed: int = 7, latency_s: float = 0.0,
-                  rate_limit_per_s: float | None = None, error_rate: float = 0.0) -> None:
-    """Serve the default sandbox account on 127.0.0.1:`port` until interrupted (Ctrl-C)."""
+                  rate_limit_per_s: float | None = None, error_rate: float = 0.0, now: int | None = None) -> None:
+    """Serve the default sandbox account on 127.0.0.1:`port` until interrupted (Ctrl-C); `now` (epoch seconds,
+    default: the current time) is the instant the account is built at."""
     started = time.time()
     server = EmulatorServer(None, latency_s=latency_s, rate_limit_per_s=rate_limit_per_s, error_rate=error_rate,
-                            port=port, n_subscriptions=n_subscriptions, account_seed=seed)
+                            port=port, n_subscriptions=n_subscriptions, account_seed=seed, now=now)
     account = server.accounts["sk_test_sandbox_full"]
     server.start()
     counts = account.counts()
     print(f"Stripe emulator serving at {server.url} (built in {time.time() - started:.1f}s: "
-          f"{counts['subscriptions']} subscriptions, {counts['invoices']} invoices, {counts['events']} events)")
+          f"{counts['subscriptions']} subscriptions, {counts['invoices']} invoices, {counts['events']} events, "
+          f"as of {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(account.now))})")
     print(f"Use it with STRIPE_API_BASE={server.url} and one of these sandbox keys:")
     for key, what in SANDBOX_KEYS.items():
         print(f"  {key:<28} {what}")

@@ -949,10 +949,11 @@ def sync_account(reader: StripeReader, con: duckdb.DuckDBPyConnection, integrati
     """Bring the integration's rows in schema `stripe` up to date with the account `reader` reads.
 
     The tables must exist (`raw.ensure_tables`). `StripeSetupError` (bad key, missing permission) propagates
-    unchanged; a sync that fails or is killed leaves the tables as the last successful sync left them. `now`
-    (epoch seconds, default: the clock) is the account's present: events older than 30 days before it are gone.
+    unchanged; a sync that fails or is killed leaves the tables as the last successful sync left them.
+    `now` (epoch seconds, default: the current time) is the run's moment: the event window and the end of the
+    `created` windows are counted from it, and it is stored as the time of this sync.
     """
-    started_wall = time.time() if now is None else now
+    started_wall = time.time() if now is None else float(now)
     started = time.monotonic()
     before = reader.stats.as_dict()
     source = source_of(reader)

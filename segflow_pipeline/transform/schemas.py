@@ -1,6 +1,6 @@
 """Pandera DataFrameModels for the frames the MRR transform reads and writes, and `failure_cases()`.
 
-Belongs here: column types and value checks (the table contracts of CONTRACT.md and the input columns the
+Belongs here: column types and value checks (the published tables of docs/tables.md and the input columns the
 transform relies on). Not here: the invariants that span rows over time (no gaps, movements reconcile); those
 are predicates in `mrr.py`.
 
@@ -29,7 +29,7 @@ FAILURE_CASES_SCHEMA: dict[str, pl.DataType] = {
 
 
 class MrrDaily(pa.DataFrameModel):
-    """metrics.mrr_daily (CONTRACT.md): one row per (integration, currency, date), amounts non-negative."""
+    """metrics.mrr_daily (docs/tables.md): one row per (integration, currency, date), amounts non-negative."""
 
     integration: str = pa.Field(nullable=False)
     date: pl.Date = pa.Field(nullable=False)
@@ -136,11 +136,20 @@ class Prices(pa.DataFrameModel):
         unique = ["integration", "id"]
 
 
-def failure_cases(model: type[pa.DataFrameModel], frame: pl.DataFrame) -> pl.DataFrame:
+def failure_cases(model: type[pa.DataFrameModel], frame: pl.DataFrame, keys: tuple[str, ...] = ()) -> pl.DataFrame:
     """Every failure of `frame` against `model` (lazy validation of the collected frame), as
-    FAILURE_CASES_SCHEMA rows; empty when the frame is valid."""
+    FAILURE_CASES_SCHEMA rows; empty when the frame is valid. `keys`: columns of `frame` put first on each case,
+    taken from the row it names (`index`), so a reader sees which rows failed (null for table-level failures)."""
     if isinstance(frame, pl.LazyFrame):
         frame = frame.collect()  # values are only checked on a DataFrame
+    cases = _failure_cases(model, frame)
+    if not keys:
+        return cases
+    rows = frame.select(keys).with_row_index("index").with_columns(pl.col("index").cast(pl.Int32))
+    return cases.join(rows, on="index", how="left").select(*keys, *FAILURE_CASES_SCHEMA)
+
+
+def _failure_cases(model: type[pa.DataFrameModel], frame: pl.DataFrame) -> pl.DataFrame:
     try:
         model.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as errors:

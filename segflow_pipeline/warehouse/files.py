@@ -16,6 +16,9 @@ Layout beside SEGFLOW_DUCKDB_PATH (the published file BI tools open):
   ready copy until its own run publishes. Readers that hold the old published file open keep their snapshot until
   they reconnect; nobody ever opens the published file for writing, so readers never block the pipeline and never
   see half a refresh.
+- Reports (charts, HTML) go with the data: a run writes them to `<dir>/.segflow/reports/<integration>.<run id>/`,
+  and only the publish step of that same run moves them to `<dir>/reports/<integration>/`. A run that fails before
+  publishing leaves the published reports as they were, matching the published file.
 No Dagster here.
 """
 
@@ -32,7 +35,9 @@ from pathlib import Path
 
 import duckdb
 
+from segflow_pipeline.warehouse import comments as table_comments
 from segflow_pipeline.warehouse import raw
+from segflow_pipeline.warehouse.comments import TableComment
 
 PUBLISHED_SCHEMAS = ("stripe", "metrics", "marts")
 # DuckDB's own default is 80 % of RAM, whatever else runs on the machine: a full sync then keeps every block it
@@ -55,6 +60,36 @@ def working_path(published: Path, integration: str) -> Path:
 
 def ready_path(published: Path, integration: str) -> Path:
     return state_dir(published) / f"{integration}.ready.duckdb"
+
+
+def reports_dir(published: Path, integration: str) -> Path:
+    """Where the published reports of an integration are (beside the published file)."""
+    return published.parent / "reports" / integration
+
+
+def pending_reports_dir(published: Path, integration: str, run_id: str) -> Path:
+    """Where a run writes its reports until its publish step moves them to `reports_dir`."""
+    return state_dir(published) / "reports" / f"{integration}.{run_id}"
+
+
+def publish_reports(published: Path, run_id: str) -> list[str]:
+    """Move the reports the run `run_id` wrote into place, replacing each integration's previous ones; drop what
+    older runs left pending (they never published). Returns the integrations whose reports were published."""
+    pending = state_dir(published) / "reports"
+    done: list[str] = []
+    for folder in sorted(pending.glob(f"*.{run_id}")) if pending.exists() else []:
+        integration = folder.name[: -len(run_id) - 1]
+        target = reports_dir(published, integration)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        old = target.with_name(f".{target.name}.old-{run_id}")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(folder, target)
+        shutil.rmtree(old, ignore_errors=True)
+        for stale in pending.glob(f"{integration}.*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        done.append(integration)
+    return done
 
 
 @contextlib.contextmanager
@@ -118,9 +153,11 @@ def integration_connection(published: Path, integration: str, *, timeout_s: floa
             con.close()
 
 
-def publish(published: Path, integrations: list[str], *, timeout_s: float = 600.0) -> dict[str, int]:
+def publish(published: Path, integrations: list[str], *, timeout_s: float = 600.0,
+            comments: Mapping[tuple[str, str], TableComment] | None = None) -> dict[str, int]:
     """Refresh the ready copies that are free, union every ready copy into a new file and rename it over
-    `published`. Returns rows per table."""
+    `published`. Returns rows per table. `comments` (`comments.published_comments`) are written on the new
+    file's tables and columns before it replaces the old one."""
     for name in integrations:
         refresh_ready_copy(published, name)
     published.parent.mkdir(parents=True, exist_ok=True)
@@ -135,6 +172,7 @@ def publish(published: Path, integrations: list[str], *, timeout_s: float = 600.
         try:
             raw.apply_text_storage(con)  # the published copy is written as compactly and as fast as the working files
             counts = _union_into(con, [ready_path(published, name) for name in integrations])
+            table_comments.apply(con, comments or table_comments.PYTHON_TABLES)
             con.execute("checkpoint")
         finally:
             con.close()

@@ -7,7 +7,9 @@ model for one integration and the SQL of its tests, and running both on a DuckDB
 
 A model file:
 ```sql
--- One line that becomes the asset description.
+-- One line that becomes the asset description (and the table's COMMENT in the published file).
+-- @col month: first day of the calendar month (UTC).
+-- @col mrr: MRR at the end of the month.
 -- test: unique(integration, currency, month)
 -- test: not_null(integration, currency, month, mrr)
 -- test: expression(starting_mrr + new_mrr - churned_mrr = ending_mrr) as movements_reconcile
@@ -23,7 +25,9 @@ select ... from monthly
   `stripe.subscriptions`, `marts.mrr_monthly`); unqualified names must be CTEs.
 - Parameters: `$as_of` (the run's time, naive UTC TIMESTAMP) for "now"; `$integration` is bound too but is rarely
   needed, as every read is already restricted to the integration being refreshed (see `scoped_sql`).
-- Tests, one per `-- test:` comment, each a property the result must have:
+- Column comments, one per `-- @col <column>: <meaning>` line, become the columns' COMMENTs in the published file
+  (`warehouse/comments.py`); a column the select does not produce is refused. Every column needs one.
+- Tests, one per `-- test:` comment line, each a property every row of the result must have:
   `unique(col, ...)` (no two rows share these values), `not_null(col, ...)` (none of these is null),
   `expression(<sql boolean>) as <name>` (true for every row; null counts as false), and
   `query(<select>) as <name>`: a select returning the offending rows, in which `this` is the model's result and
@@ -61,6 +65,7 @@ THIS = "this"  # in a `query` test, the model's result
 ROW_GENERATORS = (exp.GenerateSeries, exp.Unnest, exp.ExplodingGenerateSeries)
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _TEST_PREFIX = "test:"
+_COL_PREFIX = "@col "
 
 
 class ModelError(ValueError):
@@ -99,6 +104,8 @@ class SqlModel:
     refs: tuple[TableRef, ...]
     tests: tuple[DataTest, ...]
     path: Path | None = None
+    columns: tuple[str, ...] = ()  # the result's columns, as far as the select names them
+    column_comments: tuple[tuple[str, str], ...] = ()  # (column, meaning) from `-- @col` lines
 
     @property
     def ref(self) -> TableRef:
@@ -129,13 +136,39 @@ def parse_model(text: str, schema: str, name: str, path: Path | None = None) -> 
         raise ModelError(f"{where}: a model is exactly one select statement (found {len(statements)} statements)")
     tree = statements[0]
     _check_parameters(tree, where)
+    columns = tuple(tree.named_selects)
+    comments = column_comments(text, where)
+    unknown = [c for c, _ in comments if c not in columns]
+    if unknown and "*" not in columns:
+        raise ModelError(f"{where}: `-- @col` names column(s) the select does not produce: {', '.join(unknown)}")
     tests = test_declarations(text, where)
     refs = set(_table_refs(tree, where))
     for test in tests:
         if test.kind == "query":
             refs.update(_table_refs(_parse_one(test.condition or "", where), where, allowed=frozenset({THIS})))
     return SqlModel(schema=schema, name=name, sql=text, description=description,
-                    refs=tuple(sorted(refs)), tests=tests, path=path)
+                    refs=tuple(sorted(refs)), tests=tests, path=path,
+                    columns=columns, column_comments=comments)
+
+
+def column_comments(text: str, where: str = "<sql>") -> tuple[tuple[str, str], ...]:
+    """The `-- @col <column>: <meaning>` lines of a model file, in order."""
+    found: list[tuple[str, str]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        body = stripped.lstrip("-").strip() if stripped.startswith("--") else ""
+        if not body.startswith(_COL_PREFIX):
+            continue
+        column, sep, meaning = body[len(_COL_PREFIX):].partition(":")
+        column, meaning = column.strip(), meaning.strip()
+        if not sep or not _NAME.match(column) or not meaning:
+            raise ModelError(f"{where}:{number}: write `-- @col <column>: <what it means>`, not `{stripped}`")
+        found.append((column, meaning))
+    names = [c for c, _ in found]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ModelError(f"{where}: `-- @col` describes {', '.join(duplicates)} twice")
+    return tuple(found)
 
 
 def table_refs(sql: str) -> tuple[TableRef, ...]:

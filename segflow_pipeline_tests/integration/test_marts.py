@@ -32,6 +32,9 @@ def published(tmp_path: Path) -> Path:
     return path
 
 
+REPORT_FILES = {"mrr.png", "bridge.png", "kpis.png", "cohorts.png", "mrr.html"}
+
+
 def materialize(published: Path) -> dg.ExecuteInProcessResult:
     partition = NAME if MART_ASSETS[0].partitions_def else None
     return dg.materialize([*MART_ASSETS, mrr_report], partition_key=partition, raise_on_error=False,
@@ -67,7 +70,12 @@ def test_materialize_writes_marts_checks_and_report(published: Path) -> None:
     assert [float(v) for (v,) in ending] == [150.0, 200.0, 230.0]
     assert integrations == [(NAME,)]
     report = published.parent / "reports" / NAME
-    assert {p.name for p in report.iterdir()} == {"mrr.png", "bridge.png", "kpis.png", "cohorts.png", "mrr.html"}
+    # Written aside until the same run's publish step moves them into place (none here: publish did not run).
+    assert not report.exists()
+    pending = files.pending_reports_dir(published, NAME, result.run_id)
+    assert {p.name for p in pending.iterdir()} == REPORT_FILES
+    assert files.publish_reports(published, result.run_id) == [NAME]
+    assert {p.name for p in report.iterdir()} == REPORT_FILES and not pending.exists()
     metadata = result.asset_materializations_for_node("marts__mrr_report")[0].metadata
     assert metadata["mrr_chart"].value.startswith("![MRR per currency](data:image/png;base64,")
     assert metadata["kpis_chart"].value.startswith("![Headline KPIs, last 12 months](data:image/png;base64,")

@@ -77,6 +77,7 @@ def test_refresh_fails_once_with_the_message_and_keeps_the_published_file(case, 
     shutil.copyfile(reference.published, env.published)
     before = env.published.read_bytes()
     apply_env(monkeypatch, env)
+    monkeypatch.chdir(tmp_path)  # the CLI keeps its runs in ./.dagster_home
     capfd.readouterr()
     assert cli.main(["refresh", "--full"]) == 1
     captured = capfd.readouterr()
@@ -101,6 +102,7 @@ def test_live_key_on_an_empty_account_warns_to_use_the_other_mode(server, tmp_pa
     assert "subscriptions visible: 0" in out.stdout and f"warning: {warning}" in out.stdout
 
     apply_env(monkeypatch, env)
+    monkeypatch.chdir(tmp_path)  # the CLI keeps its runs in ./.dagster_home
     capfd.readouterr()
     assert cli.main(["refresh", "--full"]) == 0
     captured = capfd.readouterr()

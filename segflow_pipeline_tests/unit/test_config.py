@@ -1,3 +1,5 @@
+import datetime as dt
+
 import pytest
 
 from segflow_pipeline import config
@@ -78,3 +80,20 @@ def test_the_demo_brings_the_sandbox_rates_unless_the_user_chose(tmp_path):
     with config.sandbox_fx_rates(env):
         assert env["SEGFLOW_FX_RATES"] == str(config.SANDBOX_FX_RATES)
     assert env == {"SEGFLOW_REPORTING_CURRENCY": "usd"}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2028-02-29T00:00:05Z", dt.datetime(2028, 2, 29, 0, 0, 5)),
+    ("2026-12-06T08:00:00+01:00", dt.datetime(2026, 12, 6, 7, 0, 0)),
+    ("2025-01-01T00:30:00-01:00", dt.datetime(2025, 1, 1, 1, 30, 0)),
+    ("2024-12-31T23:59:59", dt.datetime(2024, 12, 31, 23, 59, 59)),
+    ("2024-02-29", dt.datetime(2024, 2, 29)),
+], ids=["utc-z", "offset-east", "offset-west-crosses-midnight", "naive-is-utc", "date-only"])
+def test_as_of_is_read_as_naive_utc(text, expected):
+    assert config.as_of({"SEGFLOW_AS_OF": text}) == expected
+
+
+def test_as_of_unset_means_now_and_garbage_names_the_variable():
+    assert config.as_of({}) is None and config.as_of({"SEGFLOW_AS_OF": " "}) is None
+    with pytest.raises(config.ConfigError, match="SEGFLOW_AS_OF='yesterday' is not an ISO 8601 instant"):
+        config.as_of({"SEGFLOW_AS_OF": "yesterday"})

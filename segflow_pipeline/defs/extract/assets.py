@@ -6,6 +6,7 @@ import time
 import dagster as dg
 
 from segflow_pipeline.config import Integration
+from segflow_pipeline.defs.clock import epoch_seconds, run_as_of
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
 from segflow_pipeline.resources.stripe import StripeResource
 from segflow_pipeline.resources.warehouse import WarehouseResource
@@ -13,22 +14,10 @@ from segflow_pipeline.stripe_api.keys import StripeSetupError, empty_account_war
 from segflow_pipeline.stripe_api.sync import sync_account
 from segflow_pipeline.stripe_api.tables import TABLES
 from segflow_pipeline.warehouse import quality, raw
+from segflow_pipeline.warehouse.comments import PYTHON_TABLES
 
-DESCRIPTIONS = {
-    "customers": "Stripe customers, deleted ones marked.",
-    "products": "Stripe products.",
-    "prices": "Stripe prices with their recurring terms; tiers in price_tiers.",
-    "price_tiers": "Tiers of tiered prices (fetched expanded), in Stripe's order.",
-    "coupons": "Stripe coupons: percent or amount off, duration.",
-    "subscriptions": "Every subscription in its latest state (status=all, canceled included).",
-    "subscription_items": "Every subscription item with its price and quantity, paged past what is embedded.",
-    "discounts": "Discounts attached to subscriptions, items and customers, with their coupon.",
-    "invoices": "Every invoice.",
-    "invoice_lines": "Every invoice line, paged past the 10 Stripe embeds.",
-    "invoice_items": "Pending invoice items: prorations not invoiced yet, which date a subscription change.",
-    "events": "Stripe events of the last 30 days (Stripe keeps no more): they date subscription changes.",
-    "quarantine": "Objects Stripe sent that could not be turned into rows, with the reason.",
-}
+# The asset descriptions are the tables' own comments (warehouse/comments.py), so the UI and BI tools agree.
+DESCRIPTIONS = {table: PYTHON_TABLES[("stripe", table)].description for table in TABLES}
 RAW_KEYS = {table: dg.AssetKey(["stripe", table]) for table in TABLES}
 
 
@@ -39,8 +28,13 @@ class SyncConfig(dg.Config):
 @dg.multi_asset(
     specs=[dg.AssetSpec(key, group_name="extract", kinds={"stripe", "duckdb"}, description=DESCRIPTIONS[table])
            for table, key in RAW_KEYS.items()],
-    check_specs=[dg.AssetCheckSpec("unique_ids", asset=key, blocking=True) for key in RAW_KEYS.values()]
-    + [dg.AssetCheckSpec("has_subscriptions", asset=RAW_KEYS["subscriptions"])],
+    check_specs=[dg.AssetCheckSpec("unique_ids", asset=key, blocking=True,
+                                   description="No Stripe object is stored twice for one integration (one row per "
+                                               "primary key).")
+                 for key in RAW_KEYS.values()]
+    + [dg.AssetCheckSpec("has_subscriptions", asset=RAW_KEYS["subscriptions"],
+                         description="The account has at least one subscription (a warning: an empty account, or a "
+                                     "key of the other mode, test or live).")],
     partitions_def=PARTITIONS,
     retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
 )
@@ -68,7 +62,8 @@ def _sync(context: dg.AssetExecutionContext, config: SyncConfig, stripe: StripeR
     started = time.monotonic()
     with duckdb.integration_connection(integration.name) as con:
         raw.ensure_tables(con)
-        report = sync_account(reader, con, integration=integration.name, mode=config.mode, progress=progress)
+        report = sync_account(reader, con, integration=integration.name, mode=config.mode, progress=progress,
+                              now=epoch_seconds(run_as_of(context)))
         health = quality.raw_table_health(con, integration.name)
     for warning in report.warnings:
         context.log.warning(warning)

@@ -10,11 +10,10 @@ one does not (a model that was removed or renamed) is dropped when a mart is wri
 """
 
 
-import datetime as dt
-
 import dagster as dg
 import polars as pl
 
+from segflow_pipeline.defs.clock import run_as_of
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
 from segflow_pipeline.defs.marts.bets import BET_IMPACT
 from segflow_pipeline.defs.marts.reporting_currency import KPIS_MONTHLY_REPORTING
@@ -50,7 +49,7 @@ def mart_asset(model: SqlModel, upstream: dict[TableRef, dg.AssetKey]) -> dg.Ass
     )
     def _mart(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
         integration = integration_of(context)
-        as_of = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        as_of = run_as_of(context)
         with duckdb.integration_connection(integration.name) as con:
             try:
                 rows = sql_models.run_model(con, model, integration.name, as_of)

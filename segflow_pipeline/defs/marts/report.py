@@ -1,9 +1,11 @@
-"""marts/mrr_report: MRR charts and an HTML report per integration, written beside the DuckDB file BI reads.
+"""marts/mrr_report: MRR charts and an HTML report per integration, published beside the DuckDB file BI reads.
 
 Files: `<dir of SEGFLOW_DUCKDB_PATH>/reports/<integration>/mrr.html` (self-contained), which opens with this month's
 headline KPIs and the last 12 months, and the charts it shows as PNGs beside it: `kpis.png`, `cohorts.png`,
 `mrr.png`, `bridge.png`, and `total.png` when a reporting currency is set. The charts also show in the asset's
 metadata in the Dagster UI. Rendering lives in `reporting/charts.py`.
+The files are written aside and moved into place by the same run's publish step (`warehouse/files.py`),
+so a run that fails never leaves charts newer than the published data.
 """
 
 
@@ -11,12 +13,14 @@ import datetime as dt
 
 import dagster as dg
 
+from segflow_pipeline.defs.clock import run_as_of
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
 from segflow_pipeline.defs.marts.reporting_currency import KPIS_MONTHLY, KPIS_MONTHLY_REPORTING
 from segflow_pipeline.defs.metrics.reporting_currency import MRR_DAILY_REPORTING
 from segflow_pipeline.defs.metrics import forecast as forecast_section
 from segflow_pipeline.reporting import charts
 from segflow_pipeline.resources.warehouse import WarehouseResource
+from segflow_pipeline.warehouse import files as wh_files
 from segflow_pipeline.warehouse import tables as wh
 
 MRR_REPORT = dg.AssetKey(["marts", "mrr_report"])
@@ -32,7 +36,7 @@ COHORT_RETENTION = dg.AssetKey(["marts", "cohort_retention"])
 def mrr_report(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
     """This month's headline KPIs and the last 12 months per currency (MRR, net new MRR, NRR, GRR, logo churn, ARPA),
     cohort retention heat maps, MRR and its monthly movements, and the total in the reporting currency when one is
-    set: PNG charts and one HTML page beside the DuckDB file."""
+    set: PNG charts and one HTML page, published beside the DuckDB file with it."""
     integration = integration_of(context)
     with duckdb.integration_connection(integration.name) as con:
         daily = wh.read_table(con, "metrics", "mrr_daily", integration.name)
@@ -45,24 +49,28 @@ def mrr_report(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
         reporting_daily = wh.read_table(con, "metrics", "mrr_daily_reporting", integration.name) if reporting else None
         reporting_kpis = wh.read_table(con, "marts", "kpis_monthly_reporting", integration.name) if reporting else None
         forecast_tables = forecast_section.report_tables(con, integration.name)
-    folder = duckdb.published_path.parent / "reports" / integration.name
-    files = charts.write_report(folder, integration.name, daily, bridge, generated_at=dt.datetime.now(dt.timezone.utc),
+    folder = wh_files.pending_reports_dir(duckdb.published_path, integration.name, context.run_id)
+    published = wh_files.reports_dir(duckdb.published_path, integration.name)
+    files = charts.write_report(folder, integration.name, daily, bridge,
+                                generated_at=run_as_of(context).replace(tzinfo=dt.timezone.utc),
                                 kpis=kpis, cohorts=cohorts, reporting_daily=reporting_daily,
                                 reporting_kpis=reporting_kpis)
-    context.log.info(f"MRR report for '{integration.name}' written to {files.html}")
+    context.log.info(f"MRR report for '{integration.name}' ready; publishing puts it at {published / files.html.name}")
     images = [("kpis_chart", "Headline KPIs, last 12 months", files.kpis_image, files.kpis_png),
               ("cohorts_chart", "Cohort retention", files.cohorts_image, files.cohorts_png),
               ("total_chart", "Total MRR in the reporting currency", files.total_image, files.total_png),
               ("mrr_chart", "MRR per currency", files.mrr_image, files.mrr_png),
               ("bridge_chart", "Monthly MRR movements", files.bridge_image, files.bridge_png)]
-    metadata: dict = {"report": dg.MetadataValue.path(str(files.html.resolve()))}
+    metadata: dict = {"report": dg.MetadataValue.path(str((published / files.html.name).resolve()))}
     for name, alt, image, path in images:
         if image is not None and path is not None:
             metadata[name] = dg.MetadataValue.md(charts.markdown_image(alt, image))
-            metadata[name.replace("_chart", "_png")] = dg.MetadataValue.path(str(path.resolve()))
+            metadata[name.replace("_chart", "_png")] = dg.MetadataValue.path(str((published / path.name).resolve()))
     metadata["currencies"] = dg.MetadataValue.text(", ".join(sorted(set(daily["currency"].to_list()))) or "none")
     if reporting_kpis is not None and reporting_kpis.height:
         metadata["reporting_currency"] = dg.MetadataValue.text(reporting_kpis["reporting_currency"][0])
     if forecast_tables is not None:  # the forecast band after the history, bets marked, in the page and the UI
-        metadata.update(forecast_section.write_report_section(folder, files.html, forecast_tables, integration.name))
+        section = forecast_section.write_report_section(folder, files.html, forecast_tables, integration.name)
+        section["forecast_png"] = dg.MetadataValue.path(str((published / "forecast.png").resolve()))
+        metadata.update(section)
     return dg.MaterializeResult(metadata=metadata)

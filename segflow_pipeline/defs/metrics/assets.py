@@ -1,4 +1,4 @@
-"""metrics/mrr_daily: daily MRR per integration and currency, with movements (MRR_SPEC.md)."""
+"""metrics/mrr_daily: daily MRR per integration and currency, with movements (docs/mrr.md)."""
 
 
 import datetime as dt
@@ -7,24 +7,39 @@ import dagster as dg
 import polars as pl
 
 from segflow_pipeline.config import MrrOptions
+from segflow_pipeline.defs.clock import run_as_of
 from segflow_pipeline.defs.extract.assets import RAW_KEYS
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
 from segflow_pipeline.defs.reporting import failure_metadata, preview
 from segflow_pipeline.resources.warehouse import WarehouseResource
 from segflow_pipeline.transform import live, mrr, schemas
 from segflow_pipeline.warehouse import tables as wh
+from segflow_pipeline.warehouse.comments import PYTHON_TABLES
 
 MRR_DAILY = dg.AssetKey(["metrics", "mrr_daily"])
 CUSTOMER_MOVEMENTS = dg.AssetKey(["metrics", "mrr_customer_movements"])
 # `invoices` tells paid invoices from failed ones: an unpaid subscription without its status event stops counting at
-# the end of the last *paid* period (MRR_SPEC.md section 2), never at the end of the invoice it failed to pay.
+# the end of the last *paid* period (docs/mrr.md section 2), never at the end of the invoice it failed to pay.
 INPUT_TABLES = ("subscriptions", "subscription_items", "prices", "price_tiers", "coupons", "discounts", "customers",
                 "invoice_lines", "invoice_items", "events", "invoices")
-CHECKS = ("matches_schema", "movements_reconcile", "one_row_per_day", "matches_live_subscriptions")
+# Each check's property, as the UI and a failed refresh's summary show it.
+CHECKS = {
+    "matches_schema": "Every row has the published columns and types (docs/tables.md): no nulls, one row per "
+                      "(integration, currency, date), lowercase currency codes, amounts and counts never negative, "
+                      "amounts that fit the contract's DECIMAL(18,2) (else an input amount or quantity is absurd), "
+                      "arr = 12 × mrr, paying_customers <= active_subscriptions.",
+    "movements_reconcile": "Every day, mrr(D) - mrr(D-1) = new + expansion + reactivation - contraction - churned, "
+                           "to the cent (docs/mrr.md section 6).",
+    "one_row_per_day": "Each (integration, currency) series has a row for every day from its first day to today: "
+                       "no gaps.",
+    "matches_live_subscriptions": "Today's MRR per currency equals the MRR computed afresh from the current "
+                                  "subscription objects (status, items, prices with tiers, discounts) by code that "
+                                  "shares nothing with the history rebuild; the subscriptions that differ are named.",
+}
 
 
 class MrrConfig(dg.Config):
-    """Overrides of the integration's MRR options (MRR_SPEC.md); empty = the integration's own."""
+    """Overrides of the integration's MRR options (docs/mrr.md); empty = the integration's own."""
 
     churn_recognition: str = ""  # canceled_at (Stripe's dashboard) | period_end
     discounts: str = ""  # forever (Stripe's default) | all | none
@@ -35,14 +50,13 @@ class MrrConfig(dg.Config):
         dg.AssetSpec(MRR_DAILY, group_name="metrics", kinds={"polars", "duckdb"},
                      deps=[RAW_KEYS[t] for t in INPUT_TABLES],
                      freshness_policy=dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=26)),
-                     description="Daily MRR per currency with new, expansion, contraction, churned and reactivation "
-                                 "movements, as Stripe's Billing analytics defines them (MRR_SPEC.md)."),
+                     description=PYTHON_TABLES[("metrics", "mrr_daily")].description),
         dg.AssetSpec(CUSTOMER_MOVEMENTS, group_name="metrics", kinds={"polars", "duckdb"},
                      deps=[RAW_KEYS[t] for t in INPUT_TABLES],
-                     description="The customer-level rows behind each day's movements: who was new, expanded, "
-                                 "contracted, churned or came back, and by how much."),
+                     description=PYTHON_TABLES[("metrics", "mrr_customer_movements")].description),
     ],
-    check_specs=[dg.AssetCheckSpec(name, asset=MRR_DAILY, blocking=True) for name in CHECKS],
+    check_specs=[dg.AssetCheckSpec(name, asset=MRR_DAILY, blocking=True, description=text)
+                 for name, text in CHECKS.items()],
     partitions_def=PARTITIONS,
 )
 def mrr_daily(context: dg.AssetExecutionContext, config: MrrConfig, duckdb: WarehouseResource):
@@ -52,7 +66,7 @@ def mrr_daily(context: dg.AssetExecutionContext, config: MrrConfig, duckdb: Ware
     options = MrrOptions.from_mapping({k: v for k, v in {"churn_recognition": config.churn_recognition,
                                                          "discounts": config.discounts}.items() if v}
                                       ) if (config.churn_recognition or config.discounts) else integration.options
-    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    now = run_as_of(context)
     today = now.date()
     with duckdb.integration_connection(integration.name) as con:
         frames = {t: wh.read_table(con, "stripe", t, integration.name) for t in INPUT_TABLES}
@@ -64,7 +78,7 @@ def mrr_daily(context: dg.AssetExecutionContext, config: MrrConfig, duckdb: Ware
         frame = mrr.daily_mrr(intervals, today=today)
         movements = mrr.customer_movements(intervals, today)
         failures = {
-            "matches_schema": schemas.failure_cases(schemas.MrrDaily, frame),
+            "matches_schema": schemas.failure_cases(schemas.MrrDaily, frame, keys=("currency", "date")),
             "movements_reconcile": mrr.movement_breaks(frame),
             "one_row_per_day": mrr.gap_rows(frame),
             "matches_live_subscriptions": live.live_mrr_mismatches(frame, intervals, inputs, options, now, unusable),

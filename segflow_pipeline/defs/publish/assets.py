@@ -4,7 +4,7 @@
 import dagster as dg
 
 from segflow_pipeline.defs.integrations import INTEGRATIONS
-from segflow_pipeline.defs.marts.assets import MART_KEYS
+from segflow_pipeline.defs.marts.assets import MART_KEYS, MODELS
 from segflow_pipeline.defs.marts.bets import BET_IMPACT
 from segflow_pipeline.defs.marts.report import MRR_REPORT
 from segflow_pipeline.defs.marts.reporting_currency import KPIS_MONTHLY_REPORTING
@@ -12,6 +12,7 @@ from segflow_pipeline.defs.metrics.assets import CUSTOMER_MOVEMENTS, MRR_DAILY
 from segflow_pipeline.defs.metrics.reporting_currency import MRR_DAILY_REPORTING
 from segflow_pipeline.defs.metrics.forecast import FORECAST_KEYS
 from segflow_pipeline.resources.warehouse import WarehouseResource
+from segflow_pipeline.warehouse.comments import published_comments
 
 PUBLISHED = dg.AssetKey(["publish", "segflow_duckdb"])
 
@@ -19,17 +20,23 @@ PUBLISHED = dg.AssetKey(["publish", "segflow_duckdb"])
 @dg.asset(key=PUBLISHED, group_name="publish", kinds={"duckdb"},
           deps=[MRR_DAILY, CUSTOMER_MOVEMENTS, *MART_KEYS, MRR_REPORT, MRR_DAILY_REPORTING, KPIS_MONTHLY_REPORTING,
                 *FORECAST_KEYS, BET_IMPACT],
-          check_specs=[dg.AssetCheckSpec("readable_with_contract_tables", asset=PUBLISHED, blocking=True)])
+          check_specs=[dg.AssetCheckSpec("readable_with_contract_tables", asset=PUBLISHED, blocking=True,
+                                         description="The published file opens read-only and holds "
+                                                     "metrics.mrr_daily and stripe.subscriptions, invoices, "
+                                                     "customers, prices and coupons.")])
 def segflow_duckdb(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
-    """The DuckDB file at SEGFLOW_DUCKDB_PATH: every integration's stripe, metrics and marts tables, swapped in
-    atomically so open readers keep a consistent snapshot and never block a refresh."""
-    counts = duckdb.publish([i.name for i in INTEGRATIONS])
+    """The DuckDB file at SEGFLOW_DUCKDB_PATH: every integration's stripe, metrics and marts tables, each table and
+    column with its COMMENT (docs/tables.md), swapped in atomically so open readers keep a consistent snapshot and
+    never block a refresh."""
+    counts = duckdb.publish([i.name for i in INTEGRATIONS], comments=published_comments(MODELS))
+    reports = duckdb.publish_reports(context.run_id)
     with duckdb.get_connection() as con:
         present = {f"{s}.{t}" for s, t in con.execute(
             "select table_schema, table_name from information_schema.tables").fetchall()}
     missing = sorted({"metrics.mrr_daily", "stripe.subscriptions", "stripe.invoices", "stripe.customers",
                       "stripe.prices", "stripe.coupons"} - present)
-    context.log.info(f"published {duckdb.published_path} ({len(counts)} tables)")
+    context.log.info(f"published {duckdb.published_path} ({len(counts)} tables)"
+                     + (f" and the reports of {', '.join(reports)}" if reports else ""))
     yield dg.MaterializeResult(
         metadata={"path": str(duckdb.published_path.resolve()), "tables": len(counts),
                   **{f"rows.{name}": n for name, n in counts.items() if not name.startswith("stripe.")}},

@@ -68,3 +68,14 @@ def test_valid_inputs_pass(account: Account) -> None:
     for model, table in ((schemas.Prices, "prices"), (schemas.Subscriptions, "subscriptions"),
                          (schemas.SubscriptionItems, "subscription_items")):
         assert schemas.failure_cases(model, account.frame(table)).height == 0, table
+
+
+def test_failure_cases_name_the_rows_that_failed(frame: pl.DataFrame) -> None:
+    bad = frame.with_columns(
+        pl.when(pl.col("date") == dt.date(2024, 6, 12)).then(pl.lit(Decimal("-1.00")))
+        .otherwise(pl.col("mrr")).cast(pl.Decimal(18, 2)).alias("mrr"))
+    cases = schemas.failure_cases(schemas.MrrDaily, bad, keys=("currency", "date"))
+    assert cases.columns == ["currency", "date", *schemas.FAILURE_CASES_SCHEMA]
+    negative = cases.filter(pl.col("column") == "mrr")
+    assert negative.select("currency", "date", "failure_case").rows() == [("usd", dt.date(2024, 6, 12), "-1.00")]
+    assert schemas.failure_cases(schemas.MrrDaily, frame, keys=("currency", "date")).height == 0

@@ -145,3 +145,27 @@ def test_first_run_of_a_new_account_during_a_publish_is_not_attached(tmp_path):
     finally:
         release.set()
         thread.join()
+
+
+def _report(folder, text):
+    folder.mkdir(parents=True)
+    (folder / "mrr.html").write_text(text)
+
+
+def test_reports_are_published_only_by_the_run_that_wrote_them(tmp_path):
+    published = tmp_path / "data" / "segflow.duckdb"
+    _report(files.pending_reports_dir(published, "acme", "run-ok"), "good")
+    assert files.publish_reports(published, "run-ok") == ["acme"]
+    shown = files.reports_dir(published, "acme") / "mrr.html"
+    assert shown.read_text() == "good"
+    # A run that failed before publishing leaves its reports pending; another run's publish does not show them.
+    _report(files.pending_reports_dir(published, "acme", "run-failed"), "from a failed run")
+    _report(files.pending_reports_dir(published, "globex", "run-failed"), "from a failed run")
+    assert files.publish_reports(published, "run-other") == []
+    assert shown.read_text() == "good" and not files.reports_dir(published, "globex").exists()
+    # The next successful run of the account replaces the report and drops what the failed run left.
+    _report(files.pending_reports_dir(published, "acme", "run-next"), "newer")
+    assert files.publish_reports(published, "run-next") == ["acme"]
+    assert shown.read_text() == "newer"
+    assert not files.pending_reports_dir(published, "acme", "run-failed").exists()
+    assert [p.name for p in (published.parent / "reports").iterdir()] == ["acme"]

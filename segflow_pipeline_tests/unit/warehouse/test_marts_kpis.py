@@ -242,7 +242,7 @@ def test_docs_list_every_column_of_every_mart_and_reporting_table() -> None:
     from segflow_pipeline.transform import reporting_currency as rc
 
     docs = (sm.MODELS_DIR.parent / "docs" / "tables.md").read_text()
-    sections = dict(re.findall(r"^### ([a-z_]+\.[a-z_]+)\n(.*?)(?=^#{2,3} |\Z)", docs, flags=re.M | re.S))
+    sections = dict(re.findall(r"^### `?([a-z_]+\.[a-z_]+)`?\n(.*?)(?=^#{2,3} |\Z)", docs, flags=re.M | re.S))
     expected = {f"marts.{m.name}": re.findall(r"^-- @col ([a-z_][a-z0-9_]*):", m.sql, flags=re.M)
                 for m in sm.load_models()}
     expected["metrics.mrr_daily_reporting"] = list(rc.DAILY_REPORTING_SCHEMA)

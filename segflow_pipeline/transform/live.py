@@ -36,13 +36,15 @@ PER_MONTH: dict[str, Fraction] = {"month": Fraction(1), "year": Fraction(1, 12),
                                   "day": Fraction(365, 12)}
 COUNTING = ("active", "past_due")
 
+# DECIMAL(38,2), not the contract's (18,2): an absurd input (a quantity of 10^15) must reach the comparison and
+# the schema check, not overflow here.
 LIVE_SCHEMA: dict[str, pl.DataType] = {
-    "integration": pl.Utf8(), "currency": pl.Utf8(), "mrr": pl.Decimal(18, 2),
+    "integration": pl.Utf8(), "currency": pl.Utf8(), "mrr": pl.Decimal(38, 2),
     "active_subscriptions": pl.Int32(), "paying_customers": pl.Int32(),
 }
 MISMATCH_SCHEMA: dict[str, pl.DataType] = {
-    "integration": pl.Utf8(), "currency": pl.Utf8(), "series_mrr": pl.Decimal(18, 2),
-    "live_mrr": pl.Decimal(18, 2), "subscription": pl.Utf8(), "customer": pl.Utf8(),
+    "integration": pl.Utf8(), "currency": pl.Utf8(), "series_mrr": pl.Decimal(38, 2),
+    "live_mrr": pl.Decimal(38, 2), "subscription": pl.Utf8(), "customer": pl.Utf8(),
     "series_subscription_mrr": pl.Decimal(38, 6), "live_subscription_mrr": pl.Decimal(38, 6),
 }
 
@@ -292,7 +294,7 @@ def mismatches(series_today: pl.DataFrame, series_subscriptions: pl.DataFrame,
     """
     live = current_mrr_from(values)
     totals = (
-        series_today.select("integration", "currency", pl.col("mrr").cast(pl.Decimal(18, 2)).alias("series_mrr"))
+        series_today.select("integration", "currency", pl.col("mrr").cast(pl.Decimal(38, 2)).alias("series_mrr"))
         .join(live.select("integration", "currency", pl.col("mrr").alias("live_mrr")),
               on=["integration", "currency"], how="full", coalesce=True)
         .with_columns(pl.col("series_mrr", "live_mrr").fill_null(Decimal(0)))
@@ -314,10 +316,14 @@ def mismatches(series_today: pl.DataFrame, series_subscriptions: pl.DataFrame,
             continue
         named.add((key[0], cur))
         rows.append((key[0], cur, *wrong[(key[0], cur)], key[1], customer,
-                     round(Decimal(a.numerator) / Decimal(a.denominator), 6),
-                     round(Decimal(b.numerator) / Decimal(b.denominator), 6)))
+                     _decimal(a), _decimal(b)))
     rows += [(i, c, *wrong[(i, c)], None, None, None, None) for (i, c) in sorted(wrong) if (i, c) not in named]
     return pl.DataFrame(rows, schema=MISMATCH_SCHEMA, orient="row")
+
+
+def _decimal(value: Fraction) -> Decimal:
+    """A subscription's value for the report, to 6 places (huge values included: they are what a reader must see)."""
+    return round(Decimal(value.numerator) / Decimal(value.denominator), 6)
 
 
 def live_mrr_mismatches(frame: pl.DataFrame, intervals: pl.DataFrame, inputs: Any,

@@ -187,9 +187,11 @@ PYTHON_TABLES: dict[tuple[str, str], TableComment] = {
 }
 
 
-def published_comments(models: Iterable[object] = ()) -> dict[tuple[str, str], TableComment]:
-    """Every table's comments: `PYTHON_TABLES` and, for each SQL model (`sql_models.SqlModel`), its own."""
-    merged = dict(PYTHON_TABLES)
+def published_comments(models: Iterable[object] = (),
+                       others: Mapping[tuple[str, str], TableComment] | None = None) -> dict[tuple[str, str], TableComment]:
+    """Every table's comments: `PYTHON_TABLES`, `others` (tables other stages build in Python and describe beside
+    their code: forecasts, bets, the reporting currency) and, for each SQL model (`sql_models.SqlModel`), its own."""
+    merged = {**PYTHON_TABLES, **(others or {})}
     for model in models:
         merged[(model.schema, model.name)] = TableComment(model.description, dict(model.column_comments))
     return merged

@@ -18,6 +18,9 @@ BET_IMPACT = dg.AssetKey(["marts", "bet_impact"])
 MRR_DAILY = dg.AssetKey(["metrics", "mrr_daily"])
 MRR_DRIVERS_DAILY = dg.AssetKey(["marts", "mrr_drivers_daily"])
 
+DESCRIPTION = ("Per bet (bets file), the MRR of its segment after the start against the forecast made from the data "
+               "before it, with the 80 % and 95 % intervals, the difference, and whether it lies outside the 95 % "
+               "interval.")
 COLUMNS = {
     "integration": "the configured account's name", "bet": "the bet's name (bets file)",
     "currency": "the segment's currency (null when the segment has no MRR)",

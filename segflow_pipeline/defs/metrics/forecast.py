@@ -37,6 +37,15 @@ CHECKS = {
                             "says so.",
 }
 
+# Each table's description (the asset's, and its COMMENT in the published file) and its columns'.
+DESCRIPTIONS = {
+    "mrr_forecast": "The next 90 days of MRR per currency, with 80 % and 95 % intervals and the expected new, "
+                    "expansion, reactivation, contraction and churned MRR behind each day.",
+    "mrr_forecast_accuracy": "How accurate the forecast has been: MAPE and interval coverage at 30, 60 and 90 days "
+                             "from the month ends of the last 12 months, beside naive, linear trend and ETS.",
+    "mrr_forecast_status": "One row per MRR series: forecast or not (and why), and the flows and rates the forecast "
+                           "rests on.",
+}
 COLUMNS = {
     "mrr_forecast": {
         "integration": "the configured account's name", "currency": "lowercase ISO code of the series",
@@ -81,20 +90,8 @@ COLUMNS = {
 
 
 @dg.multi_asset(
-    specs=[
-        dg.AssetSpec(MRR_FORECAST, group_name="metrics", kinds={"polars", "duckdb"},
-                     deps=[MRR_DAILY, MRR_DAILY_REPORTING],
-                     description="The next 90 days of MRR per currency, with 80 % and 95 % intervals and the expected "
-                                 "new, expansion, reactivation, contraction and churned MRR behind each day."),
-        dg.AssetSpec(MRR_FORECAST_ACCURACY, group_name="metrics", kinds={"polars", "duckdb"},
-                     deps=[MRR_DAILY, MRR_DAILY_REPORTING],
-                     description="How accurate the forecast has been: MAPE and interval coverage at 30, 60 and 90 "
-                                 "days from the month ends of the last 12 months, beside naive, linear trend and ETS."),
-        dg.AssetSpec(MRR_FORECAST_STATUS, group_name="metrics", kinds={"polars", "duckdb"},
-                     deps=[MRR_DAILY, MRR_DAILY_REPORTING],
-                     description="One row per MRR series: forecast or not (and why), and the flows and rates the "
-                                 "forecast rests on."),
-    ],
+    specs=[dg.AssetSpec(key, group_name="metrics", kinds={"polars", "duckdb"}, deps=[MRR_DAILY, MRR_DAILY_REPORTING],
+                        description=DESCRIPTIONS[key.path[-1]]) for key in FORECAST_KEYS],
     check_specs=[dg.AssetCheckSpec(name, asset=MRR_FORECAST, blocking=True, description=text)
                  for name, text in CHECKS.items()],
     partitions_def=PARTITIONS,

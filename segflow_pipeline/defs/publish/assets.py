@@ -12,9 +12,20 @@ from segflow_pipeline.defs.metrics.assets import CUSTOMER_MOVEMENTS, MRR_DAILY
 from segflow_pipeline.defs.metrics.reporting_currency import MRR_DAILY_REPORTING
 from segflow_pipeline.defs.metrics.forecast import FORECAST_KEYS
 from segflow_pipeline.resources.warehouse import WarehouseResource
-from segflow_pipeline.warehouse.comments import published_comments
+from segflow_pipeline.defs.marts import bets
+from segflow_pipeline.defs.metrics import forecast
+from segflow_pipeline.transform import reporting_currency as rc
+from segflow_pipeline.warehouse.comments import TableComment, published_comments
 
 PUBLISHED = dg.AssetKey(["publish", "segflow_duckdb"])
+# Tables built in Python outside stripe.* and metrics.mrr_*: each stage describes them beside its code.
+OTHER_TABLE_COMMENTS: dict[tuple[str, str], TableComment] = {
+    **{("metrics", table): TableComment(forecast.DESCRIPTIONS[table], forecast.COLUMNS[table])
+       for table in forecast.DESCRIPTIONS},
+    ("marts", "bet_impact"): TableComment(bets.DESCRIPTION, bets.COLUMNS),
+    ("metrics", "mrr_daily_reporting"): TableComment(rc.DAILY_REPORTING_DESCRIPTION, rc.DAILY_REPORTING_COLUMNS),
+    ("marts", "kpis_monthly_reporting"): TableComment(rc.KPIS_REPORTING_DESCRIPTION, rc.KPIS_REPORTING_COLUMNS),
+}
 
 
 @dg.asset(key=PUBLISHED, group_name="publish", kinds={"duckdb"},
@@ -28,7 +39,7 @@ def segflow_duckdb(context: dg.AssetExecutionContext, duckdb: WarehouseResource)
     """The DuckDB file at SEGFLOW_DUCKDB_PATH: every integration's stripe, metrics and marts tables, each table and
     column with its COMMENT (docs/tables.md), swapped in atomically so open readers keep a consistent snapshot and
     never block a refresh."""
-    counts = duckdb.publish([i.name for i in INTEGRATIONS], comments=published_comments(MODELS))
+    counts = duckdb.publish([i.name for i in INTEGRATIONS], comments=published_comments(MODELS, OTHER_TABLE_COMMENTS))
     reports = duckdb.publish_reports(context.run_id)
     with duckdb.get_connection() as con:
         present = {f"{s}.{t}" for s, t in con.execute(

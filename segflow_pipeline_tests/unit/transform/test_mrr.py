@@ -530,3 +530,16 @@ def test_unusable_rows_are_left_out_and_reported(account: Account) -> None:
         ("subscription_item", "si_sub_negq_1"): "negative quantity",
         ("subscription_item", "si_sub_once_1"): "unusable price: one-time price (no recurring interval) on a subscription item",
     }
+
+
+def test_live_check_reports_an_absurd_quantity_instead_of_overflowing(account: Account) -> None:
+    """10^15 seats: the series overflows the contract's DECIMAL(18,2) (matches_schema reports that); the live
+    check must still compute and compare, not crash."""
+    account.subscription([(account.price(unit_amount=1500), 10**15)], id="sub_huge")
+    inputs = account.inputs()
+    intervals = mrr.subscription_mrr_intervals(inputs, as_of=AS_OF)
+    today = live.current_mrr(inputs, as_of=AS_OF)
+    assert today.rows() == [("default", "usd", D("15000000000000000.00"), 1, 1)]
+    wrong = pl.DataFrame({"integration": ["default"], "date": [TODAY], "currency": ["usd"], "mrr": [D("1.00")]})
+    bad = live.live_mrr_mismatches(wrong, intervals, inputs, as_of=AS_OF)
+    assert bad.select("live_mrr", "subscription").rows() == [(D("15000000000000000.00"), None)]

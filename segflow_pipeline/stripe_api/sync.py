@@ -48,7 +48,8 @@ import orjson
 import pyarrow as pa
 
 from segflow_pipeline.stripe_api import objects
-from segflow_pipeline.stripe_api.client import StripeAPIFailure, StripeReader
+from segflow_pipeline.stripe_api.client import MAX_PAGES, PageGuard, PagingError, StripeAPIFailure, StripeReader
+from segflow_pipeline.stripe_api.errors import UnexpectedBody
 from segflow_pipeline.stripe_api.keys import empty_account_warning
 from segflow_pipeline.stripe_api.row_helper import serve_conversions  # noqa: F401  (the helper's entry point)
 from segflow_pipeline.stripe_api.tables import TABLES
@@ -354,6 +355,8 @@ class _HelperPool:
             raise job.error
         assert job.answer is not None
         status, value = pickle.loads(job.answer)
+        if status == "unexpected":
+            raise UnexpectedBody(value)
         if status != "ok":
             raise RuntimeError(value)
         return value
@@ -459,8 +462,12 @@ class _Pending:
 class _Engine:
     """Runs tasks on a thread pool and folds results into a sink, splitting windows while workers are idle."""
 
-    def __init__(self, reader: StripeReader, integration: str, concurrency: int, sink: "_Sink") -> None:
+    def __init__(self, reader: StripeReader, integration: str, concurrency: int, sink: "_Sink",
+                 max_pages: int = MAX_PAGES) -> None:
         self.reader = reader
+        # Every chain of pages ends: a cursor is used once, never ends its own page, and the sync reads at most
+        # `max_pages` pages that say has_more.
+        self.guard = PageGuard(reader.api_base, max_pages)
         self.integration = integration
         self.concurrency = max(1, concurrency)
         self.sink = sink
@@ -496,11 +503,24 @@ class _Engine:
             return _Result(task, objects.Rows(), deleted=task.retrieve)
         if page.deleted:
             return _Result(task, objects.Rows(), deleted=task.retrieve)
+        if page.has_more and page.last_id is not None:
+            self._check_advance(task, page)
         children, paged_items = _children(task.spec.kind, page)
         return _Result(task, page.rows, has_more=page.has_more, last_id=page.last_id,
                        last_created=page.last_created, newest_created=page.newest_created,
                        last_second=page.last_second, children=children,
                        paged_items=paged_items, events=page.events, embedded=page.embedded)
+
+    def _check_advance(self, task: _Task, page: objects.Page) -> None:
+        """Refuse a page that would make its chain go on forever (`PageGuard`), or that lies outside the window it
+        was asked for: a server ignoring `created` filters would hand every window the whole list."""
+        self.guard.next_cursor(task.path, task.params.get("starting_after"), page.last_id)
+        created = page.last_created
+        if task.lo is not None and task.hi is not None and created is not None and not task.lo <= created < task.hi:
+            raise PagingError(
+                f"Stripe GET {task.path} ignores its created filter: asked for objects created in [{task.lo}, "
+                f"{task.hi}), its page ends with {page.last_id} created at {created}. Stopped paging: the same "
+                f"request gets the same answer. Check that STRIPE_API_BASE ({self.reader.api_base}) is Stripe's API.")
 
     def _page(self, task: _Task, body: bytes, single: bool) -> objects.Page:
         if self.offload and not self._pool_started:
@@ -939,11 +959,13 @@ def source_of(reader: StripeReader) -> str:
 
 
 def sync_account(reader: StripeReader, con: duckdb.DuckDBPyConnection, integration: str = "default",
-                 mode: Mode = "auto", progress: Progress | None = None, concurrency: int = 32) -> SyncReport:
+                 mode: Mode = "auto", progress: Progress | None = None, concurrency: int = 32,
+                 max_pages: int = MAX_PAGES) -> SyncReport:
     """Bring the integration's rows in schema `stripe` up to date with the account `reader` reads.
 
     The tables must exist (`raw.ensure_tables`). `StripeSetupError` (bad key, missing permission) propagates
-    unchanged; a sync that fails or is killed leaves the tables as the last successful sync left them.
+    unchanged; a sync that fails or is killed leaves the tables as the last successful sync left them. Paging
+    stops with `PagingError` when it would not end, or after `max_pages` pages that say has_more.
     """
     started_wall = time.time()
     started = time.monotonic()
@@ -951,9 +973,10 @@ def sync_account(reader: StripeReader, con: duckdb.DuckDBPyConnection, integrati
     source = source_of(reader)
     chosen = choose_mode(mode, raw.read_state(con, integration), started_wall, source)
     if chosen == "full":
-        sink, warnings = _full(reader, con, integration, progress, concurrency, started_wall, started)
+        sink, warnings = _full(reader, con, integration, progress, concurrency, started_wall, started, max_pages)
     else:
-        sink, warnings = _incremental(reader, con, integration, progress, concurrency, started_wall, started)
+        sink, warnings = _incremental(reader, con, integration, progress, concurrency, started_wall, started,
+                                      max_pages)
     after = reader.stats.as_dict()
     report = SyncReport(
         mode=chosen,
@@ -972,9 +995,9 @@ def sync_account(reader: StripeReader, con: duckdb.DuckDBPyConnection, integrati
 
 
 def _full(reader: StripeReader, con: duckdb.DuckDBPyConnection, integration: str, progress: Progress | None,
-          concurrency: int, started_wall: float, started: float) -> tuple[_Sink, list[str]]:
+          concurrency: int, started_wall: float, started: float, max_pages: int) -> tuple[_Sink, list[str]]:
     sink = _StagingSink(con, progress, started)
-    engine = _Engine(reader, integration, concurrency, sink)
+    engine = _Engine(reader, integration, concurrency, sink, max_pages)
     engine.keep_events = False
     engine.offload = True
     hi = int(started_wall) + CLOCK_SKEW_S
@@ -1021,11 +1044,11 @@ def _full(reader: StripeReader, con: duckdb.DuckDBPyConnection, integration: str
 
 def _incremental(reader: StripeReader, con: duckdb.DuckDBPyConnection, integration: str,
                  progress: Progress | None, concurrency: int, started_wall: float,
-                 started: float) -> tuple[_Sink, list[str]]:
+                 started: float, max_pages: int) -> tuple[_Sink, list[str]]:
     state = raw.read_state(con, integration)
     assert state is not None and state.last_event_created is not None
     sink = _MemorySink(progress, started)
-    engine = _Engine(reader, integration, concurrency, sink)
+    engine = _Engine(reader, integration, concurrency, sink, max_pages)
     hi = int(started_wall) + CLOCK_SKEW_S
     since = _epoch(state.last_event_created)
     # created[gte] the cursor's second: events of that second we already saw are read again, harmlessly.

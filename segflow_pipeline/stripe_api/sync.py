@@ -234,6 +234,7 @@ class _Result:
     deleted: str | None = None     # retrieve: the object is gone (404 or `deleted: true`)
     events: list[tuple] = field(default_factory=list)
     embedded: dict[str, list[str]] = field(default_factory=dict)   # objects read inside others (expanded)
+    fetched: int | None = None     # when: `raw.fetch_tag(request started, answer arrived)` on the sync's clock
 
 
 def _children(kind: str, page: objects.Page) -> tuple[list[_Task], list[str]]:
@@ -468,6 +469,7 @@ class _Engine:
         # Every chain of pages ends: a cursor is used once, never ends its own page, and the sync reads at most
         # `max_pages` pages that say has_more.
         self.guard = PageGuard(reader.api_base, max_pages)
+        self._clock = itertools.count(1)  # next() is atomic under the GIL: one clock for every worker
         self.integration = integration
         self.concurrency = max(1, concurrency)
         self.sink = sink
@@ -490,8 +492,12 @@ class _Engine:
     # -- worker side ------------------------------------------------------------------------------------------
     def _run(self, task: _Task) -> _Result:
         single = task.retrieve is not None
+        # The sync's clock orders fetches: an object listed twice keeps the version fetched later, when one request
+        # started after the other's answer arrived (`raw.resolve_duplicates`).
+        started, arrived = next(self._clock), [0]
 
         def decode(body: bytes) -> objects.Page:
+            arrived[0] = next(self._clock)
             return self._page(task, body, single)
 
         try:
@@ -509,7 +515,8 @@ class _Engine:
         return _Result(task, page.rows, has_more=page.has_more, last_id=page.last_id,
                        last_created=page.last_created, newest_created=page.newest_created,
                        last_second=page.last_second, children=children,
-                       paged_items=paged_items, events=page.events, embedded=page.embedded)
+                       paged_items=paged_items, events=page.events, embedded=page.embedded,
+                       fetched=raw.fetch_tag(started, arrived[0]))
 
     def _check_advance(self, task: _Task, page: objects.Page) -> None:
         """Refuse a page that would make its chain go on forever (`PageGuard`), or that lies outside the window it
@@ -633,7 +640,7 @@ class _Engine:
 
     def _fold(self, result: _Result) -> None:
         task = result.task
-        self.sink.add(task.spec.kind, result.rows, pages=1)
+        self.sink.add(task.spec.kind, result.rows, pages=1, fetched=result.fetched)
         self.paged_items.extend(result.paged_items)
         if result.deleted is not None:
             self.deleted.setdefault(task.spec.kind, set()).add(result.deleted)
@@ -697,14 +704,16 @@ class _Sink:
         self.objects_by_kind: dict[str, int] = {}
         self.reasons: dict[str, list[str]] = {}
         self._last_progress: dict[str, float] = {}
+        self.duplicates = raw.Duplicates()
 
-    def add(self, kind: str, rows: objects.Rows, pages: int) -> None:
+    def add(self, kind: str, rows: objects.Rows, pages: int, fetched: int | None = None) -> None:
         now = time.monotonic()
         self.pages[kind] = self.pages.get(kind, 0) + pages
         for table, data in rows.tables.items():
             self.rows[table] = self.rows.get(table, 0) + data.num_rows
             self.seconds[table] = now - self.started
-            self.store(table, data)
+            tag = pa.repeat(pa.scalar(fetched, pa.int64()), data.num_rows)
+            self.store(table, data.append_column(raw.FETCHED, tag))
         if rows.quarantined:
             main = MAIN_TABLE[kind]
             self.quarantined[main] = self.quarantined.get(main, 0) + rows.quarantined
@@ -981,12 +990,19 @@ def sync_account(reader: StripeReader, con: duckdb.DuckDBPyConnection, integrati
     report = SyncReport(
         mode=chosen,
         tables={table: {"rows": sink.rows.get(table, 0), "quarantined": sink.quarantined.get(table, 0),
-                        "seconds": round(sink.seconds.get(table, 0.0), 3)}
+                        "seconds": round(sink.seconds.get(table, 0.0), 3),
+                        "duplicates_dropped": sink.duplicates.dropped.get(table, 0),
+                        "duplicates_resolved": sink.duplicates.resolved.get(table, 0)}
                 for table in TABLES},
         warnings=warnings,
         seconds=time.monotonic() - started,
         **{name: after[name] - before[name] for name in before},
     )
+    resolved = sum(sink.duplicates.resolved.values())
+    if resolved:
+        report.warnings.append(
+            f"{resolved} object(s) came back in two versions; kept the newer one (later created, else fetched "
+            f"later) of each: {', '.join(sink.duplicates.examples)}")
     for table, count in sorted(sink.quarantined.items()):
         reasons = "; ".join(sink.reasons.get(table, []))
         report.warnings.append(f"{count} {table} object(s) could not be read and are in stripe.quarantine "
@@ -1035,7 +1051,7 @@ def _full(reader: StripeReader, con: duckdb.DuckDBPyConnection, integration: str
             last_full_sync_at=_utc(started_wall), last_sync_at=_utc(started_wall), last_mode="full",
             source=source_of(reader),
         )
-        raw.swap_full(con, integration, state)
+        sink.duplicates = raw.swap_full(con, integration, state)
     warnings: list[str] = list(engine.notes)
     if not sink.rows.get("subscriptions") and not sink.quarantined.get("subscriptions"):
         warnings.append(empty_account_warning(reader.key_info))
@@ -1113,7 +1129,7 @@ def _incremental(reader: StripeReader, con: duckdb.DuckDBPyConnection, integrati
     raw.apply_changes(con, integration, raw.Changes(
         rows=sink.tables, reread={k: sorted(v) for k, v in reread.items()},
         deleted={k: sorted(v) for k, v in deleted.items()}, period_from_items=engine.paged_items,
-    ), new_state)
+    ), new_state, sink.duplicates)
     for kind in {*reread, *deleted, "events"}:
         sink.report_progress(kind)
     return sink, warnings

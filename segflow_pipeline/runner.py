@@ -30,7 +30,7 @@ def _instance() -> contextlib.AbstractContextManager[dg.DagsterInstance]:
 
 def refresh(integration: str | None = None, *, full: bool = False) -> int:
     """Run `daily_refresh_job` for one integration or each in turn; non-zero exit if any failed."""
-    from segflow_pipeline.defs.integrations import INTEGRATIONS, PARTITIONS
+    from segflow_pipeline.defs.integrations import INTEGRATIONS, PARTITIONS, UNUSABLE_ENTRIES
 
     defs = load_definitions()
     job = defs.resolve_job_def("daily_refresh_job")
@@ -55,6 +55,10 @@ def refresh(integration: str | None = None, *, full: bool = False) -> int:
                 failed.append(name)
                 for message in failure_messages(result):
                     print(f"segflow: {name}: {message}", file=sys.stderr)
+    if integration is None:
+        for problem in UNUSABLE_ENTRIES:  # entries of the integrations file that name no account
+            failed.append(f"the entry at {problem.split(': ', 1)[0]}")
+            print(f"segflow: {problem}", file=sys.stderr)
     if failed:
         print(f"segflow: refresh failed for {', '.join(failed)}; the published file keeps its previous data",
               file=sys.stderr)

@@ -47,6 +47,8 @@ def stripe_sync(context: dg.AssetExecutionContext, config: SyncConfig, stripe: S
                 duckdb: WarehouseResource):
     """Sync one Stripe account (read-only) into its working DuckDB file."""
     integration = integration_of(context)
+    if integration.problem:
+        raise dg.Failure(description=integration.problem, allow_retries=False)
     try:
         yield from _sync(context, config, stripe, duckdb, integration)
     except StripeSetupError as exc:

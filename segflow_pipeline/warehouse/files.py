@@ -22,13 +22,17 @@ No Dagster here.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import errno
 import fcntl
 import os
+import re
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import duckdb
 
@@ -41,8 +45,38 @@ DEFAULT_MEMORY_LIMIT = "512MB"
 MEMORY_LIMIT_ENV = "SEGFLOW_DUCKDB_MEMORY_LIMIT"
 
 
-class WarehouseBusy(RuntimeError):
+# DuckDB's file layout: three 4 KiB headers, then `total_blocks` blocks (`pragma database_size`). A file shorter
+# than that was cut short (a full disk, a copy killed half way): DuckDB opens it, and fails only when it reads a
+# block that is not there.
+DUCKDB_HEADER_BYTES = 3 * 4096
+# What DuckDB says about a file it cannot read as a database (as opposed to one it may not open).
+_DAMAGE = re.compile(r"not a valid DuckDB database file|Could not read enough bytes|checksum|[Cc]orrupt")
+_HELD = re.compile(r"Conflicting lock is held in (?P<holder>.*?) \(PID (?P<pid>\d+)\)")
+
+
+class WarehouseError(RuntimeError):
+    """A DuckDB file the pipeline cannot use; the message names it and says what to do. No retry fixes it."""
+
+
+class WarehouseBusy(WarehouseError):
     """Another refresh holds the integration's working file."""
+
+
+class FileHeld(WarehouseError):
+    """Another process has a DuckDB file open (DuckDB's own lock): not a refresh of ours."""
+
+
+class DamagedFile(WarehouseError):
+    """A DuckDB file that cannot be read: cut short, overwritten, its header zeroed."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        super().__init__(f"the DuckDB file {path} cannot be read ({detail})")
+        self.path = path
+        self.detail = detail
+
+
+class CannotWrite(WarehouseError):
+    """The directory of the DuckDB files cannot be written."""
 
 
 def state_dir(published: Path) -> Path:
@@ -57,11 +91,21 @@ def ready_path(published: Path, integration: str) -> Path:
     return state_dir(published) / f"{integration}.ready.duckdb"
 
 
+def cannot_write(path: Path, exc: OSError) -> CannotWrite:
+    return CannotWrite(
+        f"cannot write {path} ({exc.strerror or exc}): make that directory writable by the user running the "
+        "pipeline, or point SEGFLOW_DUCKDB_PATH at a file in a directory that is")
+
+
 @contextlib.contextmanager
 def file_lock(path: Path, *, timeout_s: float, what: str) -> Iterator[None]:
     """Hold an exclusive flock on `path`, waiting up to `timeout_s` (0: try once), else raise `WarehouseBusy`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")
+    except OSError as exc:
+        raise cannot_write(path.parent, exc) from None
+    with handle:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -105,13 +149,61 @@ def connect(path: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def unusable(path: Path, exc: BaseException) -> WarehouseError:
+    """What it means that DuckDB could not open or read `path`, as an error that says what to do."""
+    text = str(exc)
+    held = _HELD.search(text)
+    if held or "Could not set lock" in text:
+        holder = f"{held['holder']} (PID {held['pid']})" if held else "another process"
+        return FileHeld(
+            f"the DuckDB file {path} is open in another process, {holder}: DuckDB lets one process write a file, "
+            "and none while another holds it. Close that connection (BI tools read the published file, never the "
+            "files under .segflow/), then run the refresh again")
+    if isinstance(exc, OSError):
+        return cannot_write(path.parent, exc)
+    if "Permission denied" in text or "Read-only file system" in text:
+        return CannotWrite(f"cannot write {path} ({text.strip()}): make its directory writable by the user "
+                           "running the pipeline, or point SEGFLOW_DUCKDB_PATH at a directory that is")
+    if _DAMAGE.search(text):
+        return DamagedFile(path, text.strip().splitlines()[0])
+    return WarehouseError(f"DuckDB cannot use {path}: {text.strip()}")
+
+
+def check_length(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Raise `DamagedFile` if the file is shorter than its own header says (cut short)."""
+    _, _, block_size, total_blocks, *_ = con.execute("pragma database_size").fetchone()
+    expected = DUCKDB_HEADER_BYTES + int(total_blocks) * int(block_size)
+    size = path.stat().st_size
+    if size < expected:
+        raise DamagedFile(path, f"cut short: {size:,} bytes where its header counts {expected:,}")
+
+
+def open_checked(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """A connection to an existing or new DuckDB file (the pipeline's settings when writable), once it is known
+    to be readable: `FileHeld`, `DamagedFile` or `CannotWrite` otherwise."""
+    try:
+        con = duckdb.connect(str(path), read_only=True) if read_only else connect(path)
+    except duckdb.Error as exc:
+        raise unusable(path, exc) from None
+    except OSError as exc:
+        raise cannot_write(path.parent, exc) from None
+    try:
+        if path.exists():
+            check_length(con, path)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
 @contextlib.contextmanager
 def integration_connection(published: Path, integration: str, *, timeout_s: float = 600.0
                            ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-write connection to one integration's working file, held under its lock."""
+    """A read-write connection to one integration's working file, held under its lock, once it is known to be
+    readable (`open_checked`: `FileHeld`, `DamagedFile` or `CannotWrite` otherwise, each saying what to do)."""
     path = working_path(published, integration)
     with file_lock(path.with_suffix(".lock"), timeout_s=timeout_s, what=f"integration {integration!r}"):
-        con = connect(path)
+        con = open_checked(path)
         try:
             yield con
         finally:

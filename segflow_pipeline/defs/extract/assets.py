@@ -9,10 +9,12 @@ from segflow_pipeline.config import Integration
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
 from segflow_pipeline.resources.stripe import StripeResource
 from segflow_pipeline.resources.warehouse import WarehouseResource
-from segflow_pipeline.stripe_api.keys import StripeSetupError, empty_account_warning
+from segflow_pipeline.stripe_api.client import StripeAPIFailure, heals_on_retry
+from segflow_pipeline.stripe_api.keys import StripeSetupError, empty_account_warning, redact
 from segflow_pipeline.stripe_api.sync import sync_account
 from segflow_pipeline.stripe_api.tables import TABLES
 from segflow_pipeline.warehouse import quality, raw
+from segflow_pipeline.warehouse.files import WarehouseError
 
 DESCRIPTIONS = {
     "customers": "Stripe customers, deleted ones marked.",
@@ -35,13 +37,19 @@ class SyncConfig(dg.Config):
     mode: str = "auto"  # auto: incremental from the event cursor, full on first run or after 30 days; or full
 
 
+# A sync that failed on something that heals (Stripe kept answering 429/5xx, the network dropped) runs again after
+# 30 s, then 60 s. Anything else fails at once: it would fail the same way again (`heals_on_retry`). There is no
+# RetryPolicy: Dagster applies one to every error, interrupts included (Ctrl-C was retried, then published).
+SYNC_RETRIES = 2
+RETRY_DELAY_S = 30
+
+
 @dg.multi_asset(
     specs=[dg.AssetSpec(key, group_name="extract", kinds={"stripe", "duckdb"}, description=DESCRIPTIONS[table])
            for table, key in RAW_KEYS.items()],
     check_specs=[dg.AssetCheckSpec("unique_ids", asset=key, blocking=True) for key in RAW_KEYS.values()]
     + [dg.AssetCheckSpec("has_subscriptions", asset=RAW_KEYS["subscriptions"])],
     partitions_def=PARTITIONS,
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
 )
 def stripe_sync(context: dg.AssetExecutionContext, config: SyncConfig, stripe: StripeResource,
                 duckdb: WarehouseResource):
@@ -53,7 +61,21 @@ def stripe_sync(context: dg.AssetExecutionContext, config: SyncConfig, stripe: S
         yield from _sync(context, config, stripe, duckdb, integration)
     except StripeSetupError as exc:
         # A bad key or a missing permission does not heal by retrying: fail at once with the fix.
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
+        raise dg.Failure(description=redact(str(exc)), allow_retries=False) from None
+    except Exception as exc:  # noqa: BLE001 - classified below; interrupts (BaseException) stop the run as they are
+        raise _retry_or_fail(context, exc) from None
+
+
+def _retry_or_fail(context: dg.AssetExecutionContext, exc: Exception) -> Exception:
+    """A retry later for what heals (`heals_on_retry`), else a failure now; both with the error's own message."""
+    message = redact(str(exc) if isinstance(exc, (StripeAPIFailure, WarehouseError)) else
+                     f"{type(exc).__name__}: {exc}")
+    if heals_on_retry(exc) and context.retry_number < SYNC_RETRIES:
+        wait = RETRY_DELAY_S * 2 ** context.retry_number
+        context.log.warning(f"{message} The sync runs again in {wait} s (attempt {context.retry_number + 2} of "
+                            f"{SYNC_RETRIES + 1}).")
+        return dg.RetryRequested(max_retries=SYNC_RETRIES, seconds_to_wait=wait)
+    return dg.Failure(description=message, allow_retries=False)
 
 
 def _sync(context: dg.AssetExecutionContext, config: SyncConfig, stripe: StripeResource,
@@ -72,7 +94,7 @@ def _sync(context: dg.AssetExecutionContext, config: SyncConfig, stripe: StripeR
         report = sync_account(reader, con, integration=integration.name, mode=config.mode, progress=progress)
         health = quality.raw_table_health(con, integration.name)
     for warning in report.warnings:
-        context.log.warning(warning)
+        context.log.warning(redact(warning))
     if health["subscriptions"]["rows"] == 0:
         context.log.warning(empty_account_warning(info))
 

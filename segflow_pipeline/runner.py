@@ -117,6 +117,8 @@ def refresh(integration: str | None = None, *, full: bool = False) -> int:
                 return _interrupted(name, None, signals.last())
             if _was_interrupted(result):
                 return _interrupted(name, result, signals.last())
+            for warning in publish_warnings(result):
+                print(f"segflow: warning: {warning}", file=sys.stderr)
             if result.success:
                 refreshed.append(name)
                 print(f"{name}: refreshed (run {result.run_id})")
@@ -164,6 +166,21 @@ def _interrupted(name: str, result: dg.ExecuteInProcessResult | None, signum: in
     print(f"segflow: interrupted by {signal.Signals(signum).name} {where}. Run `segflow refresh` again to "
           "finish.", file=sys.stderr)
     return 128 + signum
+
+
+def publish_warnings(result: dg.ExecuteInProcessResult) -> list[str]:
+    """The lines of accounts the run's publish left at an older copy, or out (the failed `includes_*` checks)."""
+    lines = []
+    for event in result.all_events:
+        if event.event_type_value != "ASSET_CHECK_EVALUATION":
+            continue
+        evaluation = event.asset_check_evaluation_data
+        if evaluation.check_name.startswith("includes_") and not evaluation.passed:
+            summary = evaluation.metadata.get("summary")
+            text = getattr(summary, "value", summary)
+            if text and text != "none":
+                lines.append(redact(str(text)))
+    return lines
 
 
 def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:

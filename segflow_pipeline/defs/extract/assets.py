@@ -89,7 +89,8 @@ def _sync(context: dg.AssetExecutionContext, config: SyncConfig, stripe: StripeR
         context.log.info(f"{integration.name}/{table}: {rows} rows, {pages} pages, {rate:.0f} rows/s{eta_text}")
 
     started = time.monotonic()
-    with duckdb.integration_connection(integration.name) as con:
+    # A working file that cannot be read is moved aside and rebuilt: this sync is then a full one (no cursor).
+    with duckdb.integration_connection(integration.name, heal=context.log.warning) as con:
         raw.ensure_tables(con)
         report = sync_account(reader, con, integration=integration.name, mode=config.mode, progress=progress)
         health = quality.raw_table_health(con, integration.name)
@@ -106,6 +107,9 @@ def _sync(context: dg.AssetExecutionContext, config: SyncConfig, stripe: StripeR
         yield dg.MaterializeResult(asset_key=key, metadata={
             **shared, "dagster/row_count": health[table]["rows"],
             "rows_synced": int(stats.get("rows", 0)), "quarantined": int(stats.get("quarantined", 0)),
+            # One object listed twice: identical copies dropped, differing versions resolved (`raw.resolve_duplicates`).
+            "duplicates_dropped": int(stats.get("duplicates_dropped", 0)),
+            "duplicates_resolved": int(stats.get("duplicates_resolved", 0)),
         })
     for table, key in RAW_KEYS.items():
         dups = health[table]["duplicate_keys"]

@@ -1,7 +1,7 @@
 """Stripe API keys: which kind a key is, whether it may be used, how to show it, and the errors users see.
 
 Everything that could print a key goes through `mask` or `redact` first. `redact` masks every key this process has
-seen (each key is remembered by `classify`, which every reader calls) in any form a server or proxy might echo it:
+uses (each valid key is remembered by `classify`, which every reader calls) in any form a server or proxy might echo it:
 whole, without its `sk_test_` prefix, or any slice of 12 characters or more. Errors here name the fix, following the
 troubleshooting steps Stripe users know (Dashboard → Developers → API keys).
 No Dagster, no I/O.
@@ -100,10 +100,9 @@ def redact(text: str, *secrets: str) -> str:
 
 
 def classify(key: str | None, *, variable: str = "STRIPE_API_KEY") -> KeyInfo:
-    """Validate the key's form before any request is made; raise `StripeSetupError` saying what to do. The key is
-    remembered for `redact`, whatever its form."""
+    """Validate the key's form before any request is made; raise `StripeSetupError` saying what to do. A valid key
+    (one requests are made with) is remembered for `redact`."""
     key = (key or "").strip()
-    remember(key)
     if not key:
         raise StripeSetupError(
             f"No Stripe API key: set {variable} to a secret key (sk_live_… or sk_test_…) or a restricted key "
@@ -121,6 +120,7 @@ def classify(key: str | None, *, variable: str = "STRIPE_API_KEY") -> KeyInfo:
             f"{variable} is not a Stripe API key ({mask(key)}): expected sk_live_…, sk_test_…, rk_live_… or "
             "rk_test_…; copy it again from Stripe Dashboard → Developers → API keys (no quotes or spaces)."
         )
+    remember(key)
     kind = "secret" if match.group(1) == "sk" else "restricted"
     return KeyInfo(kind=kind, mode=match.group(2), masked=mask(key))  # type: ignore[arg-type]
 

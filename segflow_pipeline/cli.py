@@ -119,14 +119,16 @@ def _api_failure() -> type[Exception]:
 
 def _integration(name: str | None, key_env: str | None = None) -> config.Integration:
     if key_env:
+        config.check_key_env(key_env, "--key-env")
         return config.Integration(name=name or "check", key_env=key_env)
     integrations = config.load_integrations()
-    if name is None:
-        return integrations[0]
-    for integration in integrations:
-        if integration.name == name:
-            return integration
-    raise config.ConfigError(f"no integration named {name!r}; `segflow integrations list` shows the configured ones")
+    found = integrations[0] if name is None else next((i for i in integrations if i.name == name), None)
+    if found is None:
+        raise config.ConfigError(
+            f"no integration named {name!r}; `segflow integrations list` shows the configured ones")
+    if found.problem:
+        raise config.ConfigError(found.problem)
+    return found
 
 
 def check_integration(integration: config.Integration, out=sys.stdout) -> bool:
@@ -174,28 +176,33 @@ def cmd_check(name: str | None, key_env: str | None) -> int:
 
 def cmd_integrations_list() -> int:
     path = config.integrations_file()
-    integrations = config.load_integrations()
+    integrations, unusable = config.read_integrations()
     print(f"# {path if path.exists() else 'no ' + str(path) + ': the environment key only'}")
     for i in integrations:
+        if i.problem:
+            print(f"{i.name}\tINVALID: {i.problem}")
+            continue
         state = "key set" if i.api_key() else "KEY NOT SET"
         print(f"{i.name}\tkey_env={i.key_env} ({state})\tchurn_recognition={i.options.churn_recognition}\t"
               f"discounts={i.options.discounts}" + (f"\tapi_base={i.api_base}" if i.api_base else ""))
+    for problem in unusable:
+        print(f"-\tINVALID: {problem}")
     return 0
 
 
 def cmd_integrations_add(args: argparse.Namespace) -> int:
-    if not config.NAME_PATTERN.match(args.name):
-        raise config.ConfigError(f"integration name {args.name!r} must be lowercase letters, digits, '_' or '-'")
+    # The loader's own rules, before anything is checked or saved: what is saved always loads.
+    config.check_name(args.name)
+    config.check_key_env(args.key_env, "--key-env")
     new = config.Integration(name=args.name, key_env=args.key_env, api_base=args.api_base,
                              options=config.MrrOptions(churn_recognition=args.churn_recognition,
                                                        discounts=args.discounts))
     if not check_integration(new):
         print("segflow: not saved: fix the key's permissions and run the command again", file=sys.stderr)
         return 2
-    existing = [i for i in config.load_integrations() if i.name != new.name]
-    if not config.integrations_file().exists():
-        existing = []  # the implicit `default` becomes explicit only if the user adds it
-    path = config.save_integrations(existing + [new])
+    # Without a file the implicit `default` becomes explicit only if the user adds it; other entries stay as
+    # written, even broken ones (each fails its own account until fixed).
+    path = config.add_integration(new)
     print(f"saved integration {new.name!r} to {path}")
     return 0
 

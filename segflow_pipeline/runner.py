@@ -13,8 +13,12 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import signal
+import socket
 import sys
 import textwrap
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -26,6 +30,7 @@ from segflow_pipeline import config
 from segflow_pipeline.stripe_api.keys import redact
 
 ROWS_SHOWN = 3
+PUBLISH_STEP = "publish__segflow_duckdb"
 DOCS = "docs/mrr.md (what MRR and each movement mean), docs/tables.md (every table and column)"
 
 
@@ -39,10 +44,63 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
-def _instance() -> contextlib.AbstractContextManager[dg.DagsterInstance]:
-    if os.environ.get("DAGSTER_HOME"):
-        return contextlib.nullcontext(dg.DagsterInstance.get())
-    return dg.DagsterInstance.ephemeral()
+@contextlib.contextmanager
+def dagster_instance() -> Iterator[dg.DagsterInstance]:
+    """The instance in DAGSTER_HOME when it is set, else a temporary one.
+
+    Dagster creates DAGSTER_HOME's sqlite tables the first time a process opens it; two refreshes starting at once
+    in a new DAGSTER_HOME raced on that ("table ... already exists"). The instance is opened under a lock in
+    DAGSTER_HOME, so one process creates the tables and the other finds them.
+    """
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        with dg.DagsterInstance.ephemeral() as instance:
+            yield instance
+        return
+    from segflow_pipeline.warehouse.files import file_lock
+
+    with file_lock(Path(home) / ".segflow-instance.lock", timeout_s=300, what=f"DAGSTER_HOME ({home})"):
+        instance = dg.DagsterInstance.get()
+        instance.get_runs(limit=1)  # every storage opened, its tables created
+    with instance:
+        yield instance
+
+
+class _Signals:
+    """The numbers of the signals that reach a Python handler while active, whichever the handler (Dagster installs
+    its own for SIGINT and SIGTERM while a run executes): `signal.set_wakeup_fd` writes each one to a socket."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+        self._reader: socket.socket | None = None
+
+    def last(self) -> int:
+        """The last SIGINT or SIGTERM received so far (SIGINT if none was seen)."""
+        if self._reader is not None:
+            with contextlib.suppress(BlockingIOError):
+                self.seen.extend(self._reader.recv(256))
+        return next((s for s in reversed(self.seen) if s in (signal.SIGINT, signal.SIGTERM)), signal.SIGINT)
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator["_Signals"]:
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield self
+            return
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        self._reader = reader
+        previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        # Outside Dagster's execution SIGTERM would end the process without a word: make it an interrupt too.
+        term = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGTERM, term)
+            signal.set_wakeup_fd(previous)
+            self._reader = None
+            reader.close()
+            writer.close()
 
 
 # --- while the run goes: one line per message -------------------------------------------------------------------
@@ -91,8 +149,9 @@ def one_line_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
 
 def refresh(integration: str | None = None, *, full: bool = False, out: TextIO | None = None) -> int:
     """Run `daily_refresh_job` for one integration or each in turn; non-zero exit if any failed. Failures are
-    summarized at the end, on stderr (or `out`)."""
-    from segflow_pipeline.defs.integrations import INTEGRATIONS, PARTITIONS
+    summarized at the end, on stderr (or `out`). Ctrl-C or SIGTERM stop the run where it is (nothing after it runs,
+    nothing is retried or published) and the command exits 128 + the signal's number."""
+    from segflow_pipeline.defs.integrations import INTEGRATIONS, PARTITIONS, UNUSABLE_ENTRIES
 
     err = out or sys.stderr
     defs = load_definitions()
@@ -106,23 +165,70 @@ def refresh(integration: str | None = None, *, full: bool = False, out: TextIO |
                   "loggers": {"segflow": {"config": {"log_level": "INFO"}}}}
     published = config.duckdb_path()
     failures: list[RunFailure] = []
-    with _instance() as instance:
+    with _Signals().watching() as signals, dagster_instance() as instance:
         for name in targets:
-            result = job.execute_in_process(
-                instance=instance, run_config=run_config, raise_on_error=False,
-                partition_key=name if PARTITIONS is not None else None,
-                tags={"segflow/integration": name, "segflow/trigger": "cli"},
-            )
+            try:
+                result = job.execute_in_process(
+                    instance=instance, run_config=run_config, raise_on_error=False,
+                    partition_key=name if PARTITIONS is not None else None,
+                    tags={"segflow/integration": name, "segflow/trigger": "cli"},
+                )
+            except KeyboardInterrupt:
+                return _interrupted(name, None, signals.last())
+            if _was_interrupted(result):
+                return _interrupted(name, result, signals.last())
+            for warning in publish_warnings(result):
+                print(f"segflow: warning: {warning}", file=err)
             if result.success:
                 print(f"{name}: refreshed (run {result.run_id})", file=out or sys.stdout)
             else:
                 failures.append(run_failure(result, name, defs))
         home = instance.root_directory if os.environ.get("DAGSTER_HOME") else None
+    problems = list(UNUSABLE_ENTRIES) if integration is None else []
+    for problem in problems:  # entries of the integrations file that name no account
+        print(f"segflow: {problem}", file=err)
     if failures:
         for failure in failures:
             print(failure_summary(failure, published, home), file=err)
-        return 1
-    return 0
+    return 1 if failures or problems else 0
+
+
+def _was_interrupted(result: dg.ExecuteInProcessResult) -> bool:
+    for event in result.all_events:
+        if event.event_type_value == "RUN_CANCELED":
+            return True
+        if event.is_step_failure and event.step_failure_data:
+            source = getattr(event.step_failure_data.error_source, "name", None)
+            error = event.step_failure_data.error
+            if source == "INTERRUPT" or (error is not None and error.cls_name in (
+                    "KeyboardInterrupt", "DagsterExecutionInterruptedError")):
+                return True
+    return False
+
+
+def _interrupted(name: str, result: dg.ExecuteInProcessResult | None, signum: int) -> int:
+    published = result is not None and any(
+        e.event_type_value == "STEP_SUCCESS" and e.step_key == PUBLISH_STEP for e in result.all_events)
+    where = (f"after publishing {name!r}" if published
+             else f"while refreshing {name!r}; nothing was published and nothing is retried")
+    print(f"segflow: interrupted by {signal.Signals(signum).name} {where}. Run `segflow refresh` again to "
+          "finish.", file=sys.stderr)
+    return 128 + signum
+
+
+def publish_warnings(result: dg.ExecuteInProcessResult) -> list[str]:
+    """The lines of accounts the run's publish left at an older copy, or out (the failed `includes_*` checks)."""
+    lines = []
+    for event in result.all_events:
+        if event.event_type_value != "ASSET_CHECK_EVALUATION":
+            continue
+        evaluation = event.asset_check_evaluation_data
+        if evaluation.check_name.startswith("includes_") and not evaluation.passed:
+            summary = evaluation.metadata.get("summary")
+            text = getattr(summary, "value", summary)
+            if text and text != "none":
+                lines.append(redact(str(text)))
+    return lines
 
 
 # --- what failed -------------------------------------------------------------------------------------------------
@@ -259,9 +365,13 @@ def failure_summary(failure: RunFailure, published: Path, dagster_home: str | No
             lines.append("    Stack trace:")
             lines += ["      " + line for line in stack.rstrip().splitlines()]
     lines.append("")
-    lines += _wrap(f"This run published nothing; the published file keeps its previous data: {published} and the "
-                   "charts in reports/ beside it are the last successful refresh's"
-                   + (f" ({_published_at(published)})." if published.exists() else " (none yet)."), "  ")
+    if published.exists():
+        lines += _wrap(f"This run published nothing; the published file keeps its previous data: {published} and the "
+                       f"charts in reports/ beside it are the last successful refresh's ({_published_at(published)}).",
+                       "  ")
+    else:
+        lines += _wrap(f"This run published nothing, and nothing has been published yet ({published} does not "
+                       "exist).", "  ")
     if dagster_home:
         lines += _wrap(f"Every check result with up to 20 rows is in the Dagster UI: `make ui` (runs are kept in "
                        f"{dagster_home}) → Runs → {failure.run_id[:8]}.", "  ")

@@ -9,9 +9,11 @@ With no integrations file there is one account, `default` (STRIPE_API_KEY), and 
 
 import dagster as dg
 
-from segflow_pipeline.config import Integration, integrations_file, load_integrations
+from segflow_pipeline.config import Integration, integrations_file, read_integrations
 
-INTEGRATIONS: list[Integration] = load_integrations()
+# An entry of the file that cannot be used fails its own account (`Integration.problem`, raised by the sync);
+# entries naming no usable account are reported by `segflow refresh` (UNUSABLE_ENTRIES).
+INTEGRATIONS, UNUSABLE_ENTRIES = read_integrations()
 BY_NAME: dict[str, Integration] = {i.name: i for i in INTEGRATIONS}
 PARTITIONS: dg.StaticPartitionsDefinition | None = (
     dg.StaticPartitionsDefinition([i.name for i in INTEGRATIONS]) if integrations_file().exists() else None

@@ -7,13 +7,14 @@ itself writes the working file of one integration at a time and publishes by ato
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from segflow_pipeline.warehouse import files
+from segflow_pipeline.stripe_api.tables import TABLES
+from segflow_pipeline.warehouse import files, raw
 from segflow_pipeline.warehouse.comments import TableComment
 
 
@@ -27,8 +28,11 @@ class WarehouseResource(DuckDBResource):
         return Path(self.database)
 
     @contextlib.contextmanager
-    def integration_connection(self, integration: str) -> Iterator[duckdb.DuckDBPyConnection]:
-        with files.integration_connection(self.published_path, integration, timeout_s=self.lock_timeout_s) as con:
+    def integration_connection(self, integration: str, heal: Callable[[str], None] | None = None
+                               ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The working file of one account, under its lock; `heal`: see `files.integration_connection`."""
+        with files.integration_connection(self.published_path, integration, timeout_s=self.lock_timeout_s,
+                                          heal=heal) as con:
             yield con
 
     @contextlib.contextmanager
@@ -41,8 +45,10 @@ class WarehouseResource(DuckDBResource):
             con.close()
 
     def publish(self, integrations: list[str],
-                comments: Mapping[tuple[str, str], TableComment] | None = None) -> dict[str, int]:
-        return files.publish(self.published_path, integrations, timeout_s=self.lock_timeout_s, comments=comments)
+                comments: Mapping[tuple[str, str], TableComment] | None = None) -> files.Publication:
+        # A working file holds every raw table from its first sync on (`raw.ensure_tables`).
+        return files.publish(self.published_path, integrations, timeout_s=self.lock_timeout_s,
+                             required=[f"{raw.SCHEMA}.{table}" for table in TABLES], comments=comments)
 
     def publish_reports(self, run_id: str) -> list[str]:
         return files.publish_reports(self.published_path, run_id)

@@ -5,6 +5,12 @@ process. `StripeReader` wraps `stripe.StripeClient.raw_request`, which keeps the
 skips building `StripeObject`s (the dominant CPU cost of a large sync), and adds what the SDK does not do: back off
 on 429 (Stripe sends no `Stripe-Should-Retry` on rate limits, so the SDK never retries them), a token bucket shared
 by every thread of one account, counters for metadata, and key-safe errors. No Dagster here.
+
+Which failures heal by trying again is decided here only (`heals_on_retry`): 429s, 5xx, connections that failed
+and bodies cut short. Everything else (a 4xx, a body that is not Stripe's JSON, paging that does not advance, a bad
+key, a local disk or DuckDB error) fails the same way again, so it fails at once with its message. Every paging
+loop ends (`PageGuard`): a cursor is used once, a page never ends where it started, and a list has at most
+`MAX_PAGES` pages.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 import orjson
 import stripe
 
+from segflow_pipeline.stripe_api.errors import ConflictingVersions, UnexpectedBody, json_kind
 from segflow_pipeline.stripe_api.keys import (
     KeyInfo,
     StripeSetupError,
@@ -32,6 +39,9 @@ DEFAULT_API_BASE = "https://api.stripe.com"
 # Stripe's documented read limits per account: ~25 req/s in test mode (sandboxes), ~100 in live mode.
 # We stay a little under them by default.
 DEFAULT_RATE = {"test": 25.0, "live": 90.0}
+# Pages of one list (or of one whole sync), at most: 100M objects, 2.8 hours at Stripe's 100 requests/s. Far more
+# than any account holds; a server that never stops saying `has_more` with new objects stops here.
+MAX_PAGES = 1_000_000
 
 
 class ReadOnlyViolation(RuntimeError):
@@ -42,13 +52,85 @@ class StripeAPIFailure(RuntimeError):
     """A Stripe request that failed after every retry; the message is key-free and says what to try.
 
     `http_status` and `code` (Stripe's error code, e.g. `resource_missing`) let callers tell a deleted object
-    (404) from an outage.
+    (404) from an outage. `retriable`: whether a later attempt may succeed (Stripe kept failing with 429s, 5xx or
+    dropped connections) or gets the same answer (a 4xx, a body that is not Stripe's, paging that loops).
     """
 
-    def __init__(self, message: str, *, http_status: int | None = None, code: str | None = None) -> None:
+    def __init__(self, message: str, *, http_status: int | None = None, code: str | None = None,
+                 retriable: bool = False) -> None:
         super().__init__(message)
         self.http_status = http_status
         self.code = code
+        self.retriable = retriable
+
+
+class PagingError(StripeAPIFailure):
+    """A list that would be paged forever: its cursor does not advance or comes back, or it has more pages than
+    any account (`MAX_PAGES`). Never retried: the server answers the same again."""
+
+
+def heals_on_retry(exc: BaseException) -> bool:
+    """Whether trying the same work again later can succeed: the one place that decides what is retried.
+
+    Yes for what Stripe or the network does for a while: 429 (rate limit), 5xx, a connection that failed or a body
+    cut short, a `StripeAPIFailure` that gave up on those, and two versions of one object read while it changed.
+    No for everything else: 4xx, a body that is not Stripe's JSON, paging that does not advance, a bad key, local
+    disk and DuckDB errors, an interrupt.
+    """
+    if isinstance(exc, StripeAPIFailure):
+        return exc.retriable
+    if isinstance(exc, (stripe.RateLimitError, stripe.APIConnectionError)):
+        return True
+    if isinstance(exc, stripe.StripeError):
+        should = _should_retry(exc)
+        if should is not None:
+            return should
+        return isinstance(exc, stripe.APIError) and (exc.http_status or 0) >= 500
+    # The account changed while it was read, so two versions of one object came back: the next sync reads it again.
+    return isinstance(exc, ConflictingVersions)
+
+
+class PageGuard:
+    """Makes every paging loop end. Each page that says `has_more` hands its last object's id to `next_cursor`,
+    which refuses a page ending at the cursor it was asked after (the server ignores `starting_after`), a cursor
+    used before on the same path (pages going round in a circle) and more than `max_pages` pages. Thread-safe:
+    one guard serves every worker of a sync."""
+
+    def __init__(self, api_base: str, max_pages: int = MAX_PAGES) -> None:
+        self.api_base = api_base
+        self.max_pages = max_pages
+        self.pages = 0
+        self._used: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def next_cursor(self, path: str, sent: str | None, last: Any) -> str:
+        """The cursor for the page after one (asked with `starting_after=sent`) whose last object's id is `last`."""
+        with self._lock:
+            self.pages += 1
+            if not isinstance(last, str) or not last:
+                raise self._error(path, "says has_more, but its last object has no id to ask for the next page")
+            if last == sent:
+                raise self._error(path, f"does not advance: the page after starting_after={sent} ends at {last} "
+                                        "again and says has_more (the server ignores the cursor)")
+            if (path, last) in self._used:
+                raise self._error(path, f"pages in a circle: the cursor {last} came back after pages that followed "
+                                        "it")
+            if self.pages >= self.max_pages:
+                raise self._error(path, f"has more than {self.max_pages} pages, more than any Stripe account holds")
+            self._used.add((path, last))
+            return last
+
+    def _error(self, path: str, what: str) -> PagingError:
+        return PagingError(f"Stripe GET {path} {what}. Stopped paging: the same request gets the same answer. "
+                           f"Check that STRIPE_API_BASE ({self.api_base}) is Stripe's API or a faithful proxy of it.")
+
+
+def json_object(body: bytes) -> dict:
+    """The body as a JSON object (what every Stripe response is), else `UnexpectedBody`."""
+    parsed = orjson.loads(body)
+    if not isinstance(parsed, dict):
+        raise UnexpectedBody(f"{json_kind(parsed)} where Stripe sends a JSON object")
+    return parsed
 
 
 class ReadOnlyHTTPClient(stripe.RequestsClient):
@@ -161,41 +243,46 @@ class StripeReader:
         return self._client._requestor._client  # type: ignore[attr-defined,return-value]
 
     def get(self, path: str, params: Mapping[str, Any] | None = None, *, resource: str | None = None,
-            decode: Callable[[bytes], Any] = orjson.loads) -> Any:
-        """GET `path` (e.g. `/v1/subscriptions`) and return the decoded JSON body, retrying what is transient.
+            decode: Callable[[bytes], Any] = json_object) -> Any:
+        """GET `path` (e.g. `/v1/subscriptions`) and return the decoded JSON body, retrying what heals
+        (`heals_on_retry`) at most `max_retries` times.
 
-        `decode` turns the raw body into the result (default: orjson into dicts); callers that convert pages
-        straight into columns pass their own, so a page's dicts live only as long as the conversion.
+        `decode` turns the raw body into the result (default: orjson into a dict); callers that convert pages
+        straight into columns pass their own, so a page's dicts live only as long as the conversion. A decoder
+        raises `UnexpectedBody` for a body that is not Stripe's: that fails at once, naming the endpoint.
         """
-        attempt = 0
-        while True:
+        for attempt in range(self.max_retries + 1):
             self.rate_limiter.acquire()
             self.stats.add(requests=1)
             try:
                 return self._get_once(path, params, decode)
-            except stripe.RateLimitError as exc:
-                counter, retry_after = "retried_429", _retry_after(exc)
-                self.rate_limiter.penalize(retry_after or 1.0)
-                error: Exception = exc
-            except stripe.APIConnectionError as exc:
-                counter, retry_after, error = "retried_network", None, exc
-            except stripe.APIError as exc:
-                if (exc.http_status or 0) < 500 or _should_retry(exc) is False:
-                    raise self._failure(exc, path, resource) from None
-                counter, retry_after, error = "retried_5xx", _retry_after(exc), exc
             except stripe.AuthenticationError:
                 raise StripeSetupError(invalid_key_message(self.key_info)) from None
             except stripe.PermissionError as exc:
                 raise StripeSetupError(
                     missing_permission_message(self.key_info, resource or _resource_of(path), exc.user_message or "")
                 ) from None
+            except UnexpectedBody as exc:
+                raise StripeAPIFailure(
+                    f"Stripe GET {path} answered {exc}; that is not Stripe's API. Not retried: the same request gets "
+                    f"the same answer. Check that STRIPE_API_BASE ({self.api_base}) is Stripe's API or a faithful "
+                    "proxy of it.") from None
             except stripe.StripeError as exc:
-                raise self._failure(exc, path, resource) from None
-            if attempt >= self.max_retries:
-                raise self._failure(error, path, resource, attempts=attempt + 1) from None
-            attempt += 1
+                if not heals_on_retry(exc):
+                    raise self._failure(exc, path, resource, attempts=attempt + 1) from None
+                error: stripe.StripeError = exc
+            if attempt == self.max_retries:
+                break
+            if isinstance(error, stripe.RateLimitError):
+                counter, retry_after = "retried_429", _retry_after(error)
+                self.rate_limiter.penalize(retry_after or 1.0)
+            elif isinstance(error, stripe.APIConnectionError):
+                counter, retry_after = "retried_network", None
+            else:
+                counter, retry_after = "retried_5xx", _retry_after(error)
             self.stats.add(**{counter: 1})
-            self._sleep(retry_after if retry_after is not None else self._backoff(attempt))
+            self._sleep(retry_after if retry_after is not None else self._backoff(attempt + 1))
+        raise self._failure(error, path, resource, attempts=self.max_retries + 1, retriable=True) from None
 
     def _get_once(self, path: str, params: Mapping[str, Any] | None, decode: Callable[[bytes], Any]) -> Any:
         """One GET through the SDK's requestor (auth, Stripe-Version, telemetry), the body parsed with orjson.
@@ -223,27 +310,38 @@ class StripeReader:
         """Exponential backoff with full jitter (AWS architecture blog, 'Exponential Backoff And Jitter')."""
         return random.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** attempt))
 
-    def _failure(self, exc: Exception, path: str, resource: str | None, attempts: int = 1) -> StripeAPIFailure:
+    def _failure(self, exc: Exception, path: str, resource: str | None, attempts: int = 1,
+                 retriable: bool = False) -> StripeAPIFailure:
         status = getattr(exc, "http_status", None)
         message = redact(getattr(exc, "user_message", None) or exc.__class__.__name__, self._key)
+        advice = (f"Check https://status.stripe.com and STRIPE_API_BASE ({self.api_base}), then retry."
+                  if retriable else
+                  f"Not retried: the same request gets the same answer. Check STRIPE_API_BASE ({self.api_base}).")
         return StripeAPIFailure(
             f"Stripe GET {path} failed{f' with HTTP {status}' if status else ''} after {attempts} attempt(s): "
-            f"{message}. Check https://status.stripe.com and STRIPE_API_BASE ({self.api_base}), then retry.",
-            http_status=status, code=getattr(exc, "code", None),
+            f"{message}. {advice}",
+            http_status=status, code=getattr(exc, "code", None), retriable=retriable,
         )
 
     def iter_pages(self, path: str, params: Mapping[str, Any] | None = None, *, page_size: int = 100,
-                   resource: str | None = None) -> Iterator[list[dict]]:
-        """Sequential cursor paging of one Stripe list, newest first: yields each page's `data`."""
-        query = {**(params or {}), "limit": page_size}
-        while True:
+                   resource: str | None = None, max_pages: int = MAX_PAGES) -> Iterator[list[dict]]:
+        """Sequential cursor paging of one Stripe list, newest first: yields each page's `data`. Ends after the
+        last page, or with `PagingError` (`PageGuard`)."""
+        query: dict[str, Any] = {**(params or {}), "limit": page_size}
+        guard = PageGuard(self.api_base, max_pages)
+        for _ in range(max_pages):
             body = self.get(path, query, resource=resource)
-            data = body.get("data", [])
+            data = body.get("data")
+            if not isinstance(data, list):
+                raise StripeAPIFailure(
+                    f"Stripe GET {path} answered a JSON object without a `data` list where Stripe sends a list. "
+                    f"Not retried. Check that STRIPE_API_BASE ({self.api_base}) is Stripe's API.")
             if data:
                 yield data
             if not body.get("has_more") or not data:
                 return
-            query["starting_after"] = data[-1]["id"]
+            last = data[-1].get("id") if isinstance(data[-1], dict) else None
+            query["starting_after"] = guard.next_cursor(path, query.get("starting_after"), last)
 
 
 def _retry_after(exc: stripe.StripeError) -> float | None:

@@ -30,6 +30,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from segflow_pipeline.stripe_api.errors import UnexpectedBody, json_kind
 from segflow_pipeline.stripe_api.tables import BOOL, DEC, I64, STR, TABLES, TS
 
 Row = tuple
@@ -690,7 +691,8 @@ def page_rows(kind: str, body: bytes, integration: str, context: dict | None = N
               single: bool = False) -> Page:
     """A list page (`{"data": [...], "has_more": ...}`) or, with `single`, one retrieved object, as a `Page`.
 
-    Takes the raw body so the parsed dicts never leave this call (they are ~40x the JSON's size).
+    Takes the raw body so the parsed dicts never leave this call (they are ~40x the JSON's size). A list body that
+    is not a JSON object with a `data` list raises `UnexpectedBody`.
     """
     parsed = orjson.loads(body)
     if single:
@@ -698,8 +700,13 @@ def page_rows(kind: str, body: bytes, integration: str, context: dict | None = N
             return Page(Rows(), deleted=True)
         data, has_more = [parsed], False
     else:
-        data = parsed.get("data") if isinstance(parsed, dict) else None
-        data = data if isinstance(data, list) else []
+        # A list body that is not Stripe's list object is not one bad object to quarantine: nothing on it can be
+        # trusted, paging included.
+        if not isinstance(parsed, dict):
+            raise UnexpectedBody(f"{json_kind(parsed)} where Stripe sends a list object")
+        data = parsed.get("data")
+        if not isinstance(data, list):
+            raise UnexpectedBody(f"a JSON object without a `data` list ({json_kind(data)}) where Stripe sends a list")
         has_more = bool(parsed.get("has_more")) and bool(data)
     expanded = take_expanded(data) if kind == "invoices" and (context or {}).get("expanded") else {}
     rows = rows_of(kind, data, integration, context=context)

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import gc
 import pickle
+import signal
 import struct
 import sys
 
 from segflow_pipeline.stripe_api import objects
+from segflow_pipeline.stripe_api.errors import UnexpectedBody
 
 
 def serve_conversions() -> None:
     """Length-prefixed pickles of (kind, body, integration, context, single) in on stdin, pickled answers out."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    # Ctrl-C reaches the whole process group: the sync decides how to stop, and closes our stdin when it does.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A page's dicts hold no reference cycles and are freed as soon as its rows are built; the cyclic collector
     # would only rescan them (a third of the time per page). It still runs now and then, for safety.
     gc.disable()
@@ -31,6 +35,8 @@ def serve_conversions() -> None:
         kind, body, integration, context, single = pickle.loads(stdin.read(struct.unpack("<Q", header)[0]))
         try:
             answer: tuple = ("ok", objects.page_rows(kind, body, integration, context, single=single))
+        except UnexpectedBody as exc:  # the body is wrong, not this process: the sync reports it as is
+            answer = ("unexpected", str(exc))
         except Exception as exc:  # answered, so the parent converts this page itself and says why
             answer = ("error", f"{exc.__class__.__name__}: {exc}")
         data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)

@@ -48,7 +48,8 @@ import orjson
 import pyarrow as pa
 
 from segflow_pipeline.stripe_api import objects
-from segflow_pipeline.stripe_api.client import StripeAPIFailure, StripeReader
+from segflow_pipeline.stripe_api.client import MAX_PAGES, PageGuard, PagingError, StripeAPIFailure, StripeReader
+from segflow_pipeline.stripe_api.errors import UnexpectedBody
 from segflow_pipeline.stripe_api.keys import empty_account_warning
 from segflow_pipeline.stripe_api.row_helper import serve_conversions  # noqa: F401  (the helper's entry point)
 from segflow_pipeline.stripe_api.tables import TABLES
@@ -238,6 +239,7 @@ class _Result:
     deleted: str | None = None     # retrieve: the object is gone (404 or `deleted: true`)
     events: list[tuple] = field(default_factory=list)
     embedded: dict[str, list[str]] = field(default_factory=dict)   # objects read inside others (expanded)
+    fetched: int | None = None     # when: `raw.fetch_tag(request started, answer arrived)` on the sync's clock
 
 
 def _children(kind: str, page: objects.Page) -> tuple[list[_Task], list[str]]:
@@ -359,6 +361,8 @@ class _HelperPool:
             raise job.error
         assert job.answer is not None
         status, value = pickle.loads(job.answer)
+        if status == "unexpected":
+            raise UnexpectedBody(value)
         if status != "ok":
             raise RuntimeError(value)
         return value
@@ -464,8 +468,13 @@ class _Pending:
 class _Engine:
     """Runs tasks on a thread pool and folds results into a sink, splitting windows while workers are idle."""
 
-    def __init__(self, reader: StripeReader, integration: str, concurrency: int, sink: "_Sink") -> None:
+    def __init__(self, reader: StripeReader, integration: str, concurrency: int, sink: "_Sink",
+                 max_pages: int = MAX_PAGES) -> None:
         self.reader = reader
+        # Every chain of pages ends: a cursor is used once, never ends its own page, and the sync reads at most
+        # `max_pages` pages that say has_more.
+        self.guard = PageGuard(reader.api_base, max_pages)
+        self._clock = itertools.count(1)  # next() is atomic under the GIL: one clock for every worker
         self.integration = integration
         self.concurrency = max(1, concurrency)
         self.sink = sink
@@ -488,8 +497,12 @@ class _Engine:
     # -- worker side ------------------------------------------------------------------------------------------
     def _run(self, task: _Task) -> _Result:
         single = task.retrieve is not None
+        # The sync's clock orders fetches: an object listed twice keeps the version fetched later, when one request
+        # started after the other's answer arrived (`raw.resolve_duplicates`).
+        started, arrived = next(self._clock), [0]
 
         def decode(body: bytes) -> objects.Page:
+            arrived[0] = next(self._clock)
             return self._page(task, body, single)
 
         try:
@@ -501,11 +514,25 @@ class _Engine:
             return _Result(task, objects.Rows(), deleted=task.retrieve)
         if page.deleted:
             return _Result(task, objects.Rows(), deleted=task.retrieve)
+        if page.has_more and page.last_id is not None:
+            self._check_advance(task, page)
         children, paged_items = _children(task.spec.kind, page)
         return _Result(task, page.rows, has_more=page.has_more, last_id=page.last_id,
                        last_created=page.last_created, newest_created=page.newest_created,
                        last_second=page.last_second, children=children,
-                       paged_items=paged_items, events=page.events, embedded=page.embedded)
+                       paged_items=paged_items, events=page.events, embedded=page.embedded,
+                       fetched=raw.fetch_tag(started, arrived[0]))
+
+    def _check_advance(self, task: _Task, page: objects.Page) -> None:
+        """Refuse a page that would make its chain go on forever (`PageGuard`), or that lies outside the window it
+        was asked for: a server ignoring `created` filters would hand every window the whole list."""
+        self.guard.next_cursor(task.path, task.params.get("starting_after"), page.last_id)
+        created = page.last_created
+        if task.lo is not None and task.hi is not None and created is not None and not task.lo <= created < task.hi:
+            raise PagingError(
+                f"Stripe GET {task.path} ignores its created filter: asked for objects created in [{task.lo}, "
+                f"{task.hi}), its page ends with {page.last_id} created at {created}. Stopped paging: the same "
+                f"request gets the same answer. Check that STRIPE_API_BASE ({self.reader.api_base}) is Stripe's API.")
 
     def _page(self, task: _Task, body: bytes, single: bool) -> objects.Page:
         if self.offload and not self._pool_started:
@@ -618,7 +645,7 @@ class _Engine:
 
     def _fold(self, result: _Result) -> None:
         task = result.task
-        self.sink.add(task.spec.kind, result.rows, pages=1)
+        self.sink.add(task.spec.kind, result.rows, pages=1, fetched=result.fetched)
         self.paged_items.extend(result.paged_items)
         if result.deleted is not None:
             self.deleted.setdefault(task.spec.kind, set()).add(result.deleted)
@@ -682,14 +709,16 @@ class _Sink:
         self.objects_by_kind: dict[str, int] = {}
         self.reasons: dict[str, list[str]] = {}
         self._last_progress: dict[str, float] = {}
+        self.duplicates = raw.Duplicates()
 
-    def add(self, kind: str, rows: objects.Rows, pages: int) -> None:
+    def add(self, kind: str, rows: objects.Rows, pages: int, fetched: int | None = None) -> None:
         now = time.monotonic()
         self.pages[kind] = self.pages.get(kind, 0) + pages
         for table, data in rows.tables.items():
             self.rows[table] = self.rows.get(table, 0) + data.num_rows
             self.seconds[table] = now - self.started
-            self.store(table, data)
+            tag = pa.repeat(pa.scalar(fetched, pa.int64()), data.num_rows)
+            self.store(table, data.append_column(raw.FETCHED, tag))
         if rows.quarantined:
             main = MAIN_TABLE[kind]
             self.quarantined[main] = self.quarantined.get(main, 0) + rows.quarantined
@@ -945,13 +974,14 @@ def source_of(reader: StripeReader) -> str:
 
 def sync_account(reader: StripeReader, con: duckdb.DuckDBPyConnection, integration: str = "default",
                  mode: Mode = "auto", progress: Progress | None = None, concurrency: int = 32,
-                 now: float | None = None) -> SyncReport:
+                 now: float | None = None, max_pages: int = MAX_PAGES) -> SyncReport:
     """Bring the integration's rows in schema `stripe` up to date with the account `reader` reads.
 
     The tables must exist (`raw.ensure_tables`). `StripeSetupError` (bad key, missing permission) propagates
     unchanged; a sync that fails or is killed leaves the tables as the last successful sync left them.
     `now` (epoch seconds, default: the current time) is the run's moment: the event window and the end of the
-    `created` windows are counted from it, and it is stored as the time of this sync.
+    `created` windows are counted from it, and it is stored as the time of this sync. Paging stops with
+    `PagingError` when it would not end, or after `max_pages` pages that say has_more.
     """
     started_wall = time.time() if now is None else float(now)
     started = time.monotonic()
@@ -959,19 +989,27 @@ def sync_account(reader: StripeReader, con: duckdb.DuckDBPyConnection, integrati
     source = source_of(reader)
     chosen = choose_mode(mode, raw.read_state(con, integration), started_wall, source)
     if chosen == "full":
-        sink, warnings = _full(reader, con, integration, progress, concurrency, started_wall, started)
+        sink, warnings = _full(reader, con, integration, progress, concurrency, started_wall, started, max_pages)
     else:
-        sink, warnings = _incremental(reader, con, integration, progress, concurrency, started_wall, started)
+        sink, warnings = _incremental(reader, con, integration, progress, concurrency, started_wall, started,
+                                      max_pages)
     after = reader.stats.as_dict()
     report = SyncReport(
         mode=chosen,
         tables={table: {"rows": sink.rows.get(table, 0), "quarantined": sink.quarantined.get(table, 0),
-                        "seconds": round(sink.seconds.get(table, 0.0), 3)}
+                        "seconds": round(sink.seconds.get(table, 0.0), 3),
+                        "duplicates_dropped": sink.duplicates.dropped.get(table, 0),
+                        "duplicates_resolved": sink.duplicates.resolved.get(table, 0)}
                 for table in TABLES},
         warnings=warnings,
         seconds=time.monotonic() - started,
         **{name: after[name] - before[name] for name in before},
     )
+    resolved = sum(sink.duplicates.resolved.values())
+    if resolved:
+        report.warnings.append(
+            f"{resolved} object(s) came back in two versions; kept the newer one (later created, else fetched "
+            f"later) of each: {', '.join(sink.duplicates.examples)}")
     for table, count in sorted(sink.quarantined.items()):
         reasons = "; ".join(sink.reasons.get(table, []))
         report.warnings.append(f"{count} {table} object(s) could not be read and are in stripe.quarantine "
@@ -980,9 +1018,9 @@ def sync_account(reader: StripeReader, con: duckdb.DuckDBPyConnection, integrati
 
 
 def _full(reader: StripeReader, con: duckdb.DuckDBPyConnection, integration: str, progress: Progress | None,
-          concurrency: int, started_wall: float, started: float) -> tuple[_Sink, list[str]]:
+          concurrency: int, started_wall: float, started: float, max_pages: int) -> tuple[_Sink, list[str]]:
     sink = _StagingSink(con, progress, started)
-    engine = _Engine(reader, integration, concurrency, sink)
+    engine = _Engine(reader, integration, concurrency, sink, max_pages)
     engine.keep_events = False
     engine.offload = True
     hi = int(started_wall) + CLOCK_SKEW_S
@@ -1020,7 +1058,7 @@ def _full(reader: StripeReader, con: duckdb.DuckDBPyConnection, integration: str
             last_full_sync_at=_utc(started_wall), last_sync_at=_utc(started_wall), last_mode="full",
             source=source_of(reader),
         )
-        raw.swap_full(con, integration, state)
+        sink.duplicates = raw.swap_full(con, integration, state)
     warnings: list[str] = list(engine.notes)
     if not sink.rows.get("subscriptions") and not sink.quarantined.get("subscriptions"):
         warnings.append(empty_account_warning(reader.key_info))
@@ -1029,11 +1067,11 @@ def _full(reader: StripeReader, con: duckdb.DuckDBPyConnection, integration: str
 
 def _incremental(reader: StripeReader, con: duckdb.DuckDBPyConnection, integration: str,
                  progress: Progress | None, concurrency: int, started_wall: float,
-                 started: float) -> tuple[_Sink, list[str]]:
+                 started: float, max_pages: int) -> tuple[_Sink, list[str]]:
     state = raw.read_state(con, integration)
     assert state is not None and state.last_event_created is not None
     sink = _MemorySink(progress, started)
-    engine = _Engine(reader, integration, concurrency, sink)
+    engine = _Engine(reader, integration, concurrency, sink, max_pages)
     hi = int(started_wall) + CLOCK_SKEW_S
     since = _epoch(state.last_event_created)
     # created[gte] the cursor's second: events of that second we already saw are read again, harmlessly.
@@ -1102,7 +1140,7 @@ def _incremental(reader: StripeReader, con: duckdb.DuckDBPyConnection, integrati
     raw.apply_changes(con, integration, raw.Changes(
         rows=sink.tables, reread={k: sorted(v) for k, v in reread.items()},
         deleted={k: sorted(v) for k, v in deleted.items()}, period_from_items=engine.paged_items,
-    ), new_state)
+    ), new_state, sink.duplicates)
     for kind in {*reread, *deleted, "events"}:
         sink.report_progress(kind)
     return sink, warnings

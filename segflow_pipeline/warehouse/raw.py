@@ -11,6 +11,13 @@ A full sync stages its rows in tables `stripe._staged_<table>` (same columns, cr
 `swap_full` puts them in place of `stripe.<table>` by renaming them, in one transaction: the rows are written once,
 never copied. Staging tables a failed or killed sync left behind are never published (`files.publish` skips them)
 and are dropped by the next `ensure_tables` or `begin_staging`.
+
+One object listed twice (a page repeated, an object on two pages) leaves one row per key, by one rule
+(`resolve_duplicates`): identical copies are dropped; of two different versions the one with the later `created`
+wins, else the one whose request started after the other's answer arrived (the sync tags each row with when it was
+fetched, column `_fetched`, dropped before the rows land); when neither tells, the sync fails
+(`ConflictingVersions`) rather than pick one by chance. The rows an object brought along (its items, lines, tiers,
+discounts) go with it.
 """
 
 from __future__ import annotations
@@ -18,11 +25,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 import pyarrow as pa
 
+from segflow_pipeline.stripe_api.errors import ConflictingVersions
 from segflow_pipeline.stripe_api.tables import PRIMARY_KEYS, TABLES
 
 SCHEMA = "stripe"
@@ -59,10 +67,124 @@ def duckdb_type(kind: pa.DataType) -> str:
         raise TypeError(f"no DuckDB type for Arrow {kind}") from None
 
 
-def create_table_sql(schema_name: str, table: str, name: str | None = None) -> str:
-    """DDL of `table` (from `tables.py`) as `schema_name.name` (default: its own name)."""
-    columns = ", ".join(f'"{f.name}" {duckdb_type(f.type)}' for f in TABLES[table])
+def create_table_sql(schema_name: str, table: str, name: str | None = None, *, fetched: bool = False) -> str:
+    """DDL of `table` (from `tables.py`) as `schema_name.name` (default: its own name); `fetched` adds the
+    `_fetched` column of this sync's own rows (see the module doc)."""
+    columns = ", ".join([f'"{f.name}" {duckdb_type(f.type)}' for f in TABLES[table]]
+                        + ([f'"{FETCHED}" BIGINT'] if fetched else []))
     return f'create table if not exists {schema_name}."{name or table}" ({columns})'
+
+
+# When a row's object was fetched, on the sync's clock: (request started << 32) | (answer arrived). Only on rows
+# of the sync in progress (staging tables, an incremental sync's new rows); never in `stripe.*`.
+FETCHED = "_fetched"
+FETCH_BITS = 32
+
+
+def fetch_tag(started: int, arrived: int) -> int:
+    return (started << FETCH_BITS) | arrived
+
+
+# Rows an object brings along, by the column naming it (and which of them, for discounts): when two versions of
+# the object were listed, the losing version's rows of these tables go with it.
+CARRIED_BY: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "subscription_items": (("subscriptions", "subscription", "true"),),
+    "invoice_lines": (("invoices", "invoice", "true"),),
+    "price_tiers": (("prices", "price", "true"),),
+    "discounts": (("subscriptions", "subscription", "scope <> 'customer'"),
+                  ("customers", "target", "scope = 'customer'")),
+}
+
+
+@dataclass
+class Duplicates:
+    """What `resolve_duplicates` did, per table: identical copies dropped, keys whose versions differed."""
+
+    dropped: dict[str, int] = field(default_factory=dict)
+    resolved: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)    # "subscriptions sub_123" of resolved keys, a few
+
+
+def resolve_duplicates(con: duckdb.DuckDBPyConnection, relations: Mapping[str, str], integration: str,
+                       found: Duplicates | None = None) -> Duplicates:
+    """Leave one row per primary key in each relation (raw table → the table holding this sync's rows, with
+    `_fetched`), by the rule of the module doc. Objects first, then what they carry. Raises `ConflictingVersions`
+    when two versions cannot be ordered. Quarantine rows are all kept."""
+    found = found if found is not None else Duplicates()
+    losers: dict[str, dict[str, set[int | None]]] = {}
+    order = [t for t in TABLES if t not in CARRIED_BY] + [t for t in TABLES if t in CARRIED_BY]
+    for table in order:
+        relation = relations.get(table)
+        if relation is None or table == "quarantine":
+            continue
+        for parent, column, which in CARRIED_BY.get(table, ()):
+            gone = [(object_id, tag) for object_id, tags in losers.get(parent, {}).items() for tag in tags]
+            if gone:
+                con.execute(
+                    f"""delete from {relation} where integration = ? and ({which}) and exists (
+                            select 1 from (select unnest(?::varchar[]) as id, unnest(?::bigint[]) as tag) g
+                            where g.id = {relation}."{column}" and g.tag is not distinct from {relation}.{FETCHED})""",
+                    [integration, [g[0] for g in gone], [g[1] for g in gone]])
+        keys = PRIMARY_KEYS[table]
+        key_list = ", ".join(f'"{c}"' for c in keys)
+        created = 'r."created"' if "created" in TABLES[table].names else "null::timestamp"
+        content = ", ".join(f'r."{f.name}"' for f in TABLES[table])
+        rows = con.execute(
+            f"""with d as (select {key_list} from {relation} where integration = ? group by all having count(*) > 1)
+                select r.rowid, [{", ".join(f'r."{c}"::varchar' for c in keys)}], {created}, r.{FETCHED},
+                       hash({content})
+                from {relation} r join d using ({key_list}) order by r.rowid""", [integration]).fetchall()
+        groups: dict[tuple, list[tuple]] = {}
+        for rowid, key, when, fetched, digest in rows:
+            groups.setdefault(tuple(key), []).append((rowid, when, fetched, digest))
+        delete: list[int] = []
+        for key, copies in groups.items():
+            versions: dict[int, list[tuple]] = {}
+            for copy in copies:
+                versions.setdefault(copy[3], []).append(copy)
+            if len(versions) == 1:
+                delete += [c[0] for c in copies[1:]]
+                found.dropped[table] = found.dropped.get(table, 0) + len(copies) - 1
+                continue
+            winner = _newest(list(versions.values()))
+            name = f"{table} {' '.join(k for k in key[1:] if k)}"
+            if winner is None:
+                raise ConflictingVersions(
+                    f"Stripe sent {name} twice with different contents, with the same created and in requests that "
+                    "ran at the same time, so which is newer cannot be told (the account changed while it was "
+                    "read). Nothing of this sync was written; the next one reads it again.")
+            keep = versions[winner][0][0]
+            delete += [c[0] for c in copies if c[0] != keep]
+            found.resolved[table] = found.resolved.get(table, 0) + 1
+            if len(found.examples) < 5:
+                found.examples.append(name)
+            losers.setdefault(table, {}).setdefault(key[1], set()).update(
+                c[2] for d, cs in versions.items() if d != winner for c in cs)
+        if delete:
+            con.execute(f"delete from {relation} where rowid in (select unnest(?::bigint[]))", [delete])
+    return found
+
+
+def _newest(versions: list[list[tuple]]) -> int | None:
+    """The content digest of the newest version (copies: (rowid, created, fetched, digest)), or None.
+
+    The latest `created` wins; among versions sharing it, the one whose latest fetch started after every other's
+    latest answer arrived."""
+    created = [max((c[1] for c in v if c[1] is not None), default=None) for v in versions]
+    if all(c is not None for c in created):
+        latest = max(created)
+        versions = [v for v, c in zip(versions, created) if c == latest]
+        if len(versions) == 1:
+            return versions[0][0][3]
+    if any(c[2] is None for v in versions for c in v):
+        return None
+    last = [max(c[2] for c in v) for v in versions]  # the latest fetch of each version: (started, arrived)
+    mask = (1 << FETCH_BITS) - 1
+    for i, tag in enumerate(last):
+        started = tag >> FETCH_BITS
+        if all(started > (other & mask) for j, other in enumerate(last) if j != i):
+            return versions[i][0][3]
+    return None
 
 
 @dataclass(frozen=True)
@@ -142,7 +264,7 @@ def begin_staging(con: duckdb.DuckDBPyConnection) -> None:
     try:
         drop_staging(con)
         for table in TABLES:
-            con.execute(create_table_sql(SCHEMA, table, STAGED_PREFIX + table))
+            con.execute(create_table_sql(SCHEMA, table, STAGED_PREFIX + table, fetched=True))
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
@@ -245,21 +367,6 @@ def _pk_match(table: str, alias_a: str, alias_b: str) -> str:
     return " and ".join(f'{alias_a}."{c}" = {alias_b}."{c}"' for c in PRIMARY_KEYS[table])
 
 
-def _drop_staged_duplicates(con: duckdb.DuckDBPyConnection, table: str, integration: str) -> None:
-    """Keep one staged row per primary key. Looks at key columns only (a window over whole rows, `raw`
-    included, needs memory in proportion to the table); the delete only runs when there is a duplicate."""
-    if table == "quarantine":
-        return
-    keys = ", ".join(f'"{c}"' for c in PRIMARY_KEYS[table])
-    rows = staged(table)
-    duplicated = con.execute(f"select count(*) from (select 1 from {rows} where integration = ? "
-                             f"group by {keys} having count(*) > 1)", [integration]).fetchone()[0]
-    if duplicated:
-        con.execute(f"delete from {rows} where integration = ? and rowid not in "
-                    f"(select min(rowid) from {rows} where integration = ? group by {keys})",
-                    [integration, integration])
-
-
 def _once_per_key(table: str) -> str:
     """QUALIFY clause keeping one row per primary key (quarantine rows without an object id are all kept)."""
     keys = ", ".join(f'"{c}"' for c in PRIMARY_KEYS[table])
@@ -302,19 +409,22 @@ def text_storage(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
             con.execute(f"set {name} = ?", [str(value)])
 
 
-def swap_full(con: duckdb.DuckDBPyConnection, integration: str, state: SyncState) -> None:
+def swap_full(con: duckdb.DuckDBPyConnection, integration: str, state: SyncState,
+              duplicates: Duplicates | None = None) -> Duplicates:
     """Publish a full sync staged since `begin_staging`: in one transaction, the integration's rows in `stripe`
     become the staged ones and the state advances; on any error nothing changes.
 
     Objects Stripe no longer lists (deleted customers, products, prices, coupons) stay, flagged deleted; events
     older than Stripe's 30-day window stay too. Each key appears once even if the account changed while paging
-    (a line list that moved between two pages of one draft invoice). Rows of other integrations are copied into the
-    staging tables; then each staging table is renamed in place of its table, so the sync's own rows, written
-    once, are never copied (copying 170k invoices' JSON took 10-27 s).
+    (a line list that moved between two pages of one draft invoice): `resolve_duplicates`, whose counts are
+    returned (and added to `duplicates` if given). Rows of other integrations are copied into the staging tables;
+    then each staging table is renamed in place of its table, so the sync's own rows, written once, are never
+    copied (copying 170k invoices' JSON took 10-27 s).
     """
     params = [integration, integration]
     con.execute("begin transaction")
     try:
+        duplicates = resolve_duplicates(con, {table: staged(table) for table in TABLES}, integration, duplicates)
         for table in DELETABLE:
             con.execute(
                 f"""insert into {staged(table)} by name
@@ -326,9 +436,9 @@ def swap_full(con: duckdb.DuckDBPyConnection, integration: str, state: SyncState
                 where o.integration = ? and not exists (
                     select 1 from {staged("events")} s where s.integration = ? and s.id = o.id)""", params)
         for table in TABLES:
-            _drop_staged_duplicates(con, table, integration)
             con.execute(f"insert into {staged(table)} by name select * from {SCHEMA}.{table} "
                         f"where integration <> ?", [integration])
+            con.execute(f'alter table {staged(table)} drop column "{FETCHED}"')  # metadata only: no rows copied
             con.execute(f"drop table {SCHEMA}.{table}")
             con.execute(f'alter table {staged(table)} rename to "{table}"')
         _write_state(con, state)
@@ -336,6 +446,7 @@ def swap_full(con: duckdb.DuckDBPyConnection, integration: str, state: SyncState
     except BaseException:
         con.execute("rollback")
         raise
+    return duplicates
 
 
 @dataclass
@@ -366,11 +477,29 @@ def stored_ids(con: duckdb.DuckDBPyConnection, table: str, integration: str) -> 
                                           [integration]).fetchall()}
 
 
-def apply_changes(con: duckdb.DuckDBPyConnection, integration: str, changes: Changes, state: SyncState) -> dict[str, int]:
-    """Upsert an incremental sync's rows by primary key and advance the state, all in one transaction."""
+def apply_changes(con: duckdb.DuckDBPyConnection, integration: str, changes: Changes, state: SyncState,
+                  duplicates: Duplicates | None = None) -> dict[str, int]:
+    """Upsert an incremental sync's rows by primary key and advance the state, all in one transaction. Objects read
+    twice are resolved first (`resolve_duplicates`, counted in `duplicates` if given)."""
     written: dict[str, int] = {}
+    incoming: dict[str, str] = {}
     con.execute("begin transaction")
     try:
+        for table, parts in changes.rows.items():
+            parts = [p for p in parts if p.num_rows]
+            if not parts:
+                continue
+            batch = pa.concat_tables(parts, promote_options="default")
+            name = f"_segflow_new_{table}"
+            con.register("_segflow_changes", batch)
+            try:
+                tag = "" if FETCHED in batch.schema.names else f", null::bigint as {FETCHED}"
+                con.execute(f"create or replace temp table {name} as select *{tag} from _segflow_changes")
+            finally:
+                con.unregister("_segflow_changes")
+            incoming[table] = name
+            written[table] = batch.num_rows
+        resolve_duplicates(con, incoming, integration, duplicates)
         for table, ids in changes.reread.items():
             ids = list(ids)
             if not ids:
@@ -391,21 +520,13 @@ def apply_changes(con: duckdb.DuckDBPyConnection, integration: str, changes: Cha
                 con.execute(f"delete from {SCHEMA}.quarantine where integration = ? and object_type = ? "
                             f"and object_id in (select unnest(?::varchar[]))",
                             [integration, _QUARANTINE_TYPE[table], ids])
-        for table, parts in changes.rows.items():
-            parts = [p for p in parts if p.num_rows]
-            if not parts:
-                continue
-            batch = pa.concat_tables(parts)
-            name = "_segflow_changes"
-            con.register(name, batch)
-            try:
-                # Rows keyed like ones already stored (an event listed twice, a child re-read) replace them.
-                con.execute(f"delete from {SCHEMA}.{table} t where t.integration = ? and exists "
-                            f"(select 1 from {name} n where {_pk_match(table, 'n', 't')})", [integration])
-                con.execute(f"insert into {SCHEMA}.{table} by name select * from {name} {_once_per_key(table)}")
-            finally:
-                con.unregister(name)
-            written[table] = batch.num_rows
+        for table, name in incoming.items():
+            # Rows keyed like ones already stored (an event listed twice, a child re-read) replace them.
+            con.execute(f"delete from {SCHEMA}.{table} t where t.integration = ? and exists "
+                        f"(select 1 from {name} n where {_pk_match(table, 'n', 't')})", [integration])
+            con.execute(f'insert into {SCHEMA}.{table} by name select * exclude ("{FETCHED}") from {name} '
+                        f"{_once_per_key(table)}")
+            con.execute(f"drop table {name}")
         for table, ids in changes.deleted.items():
             ids = list(ids)
             if not ids:

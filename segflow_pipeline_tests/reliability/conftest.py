@@ -12,13 +12,19 @@ import secrets
 import string
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import dagster as dg
 import duckdb
+import orjson
 import pytest
 
 from segflow_pipeline.runner import load_definitions
@@ -166,3 +172,96 @@ def wait_for(predicate, timeout: float, interval: float = 0.005) -> bool:
             return True
         time.sleep(interval)
     return False
+
+
+Answer = tuple[int, bytes, str]  # status, body, content type
+
+
+@dataclass
+class Request:
+    """One GET the fake received: path, decoded query, the target as sent (path?query) and the headers."""
+
+    path: str
+    query: dict[str, str]
+    target: str
+    headers: dict[str, str]
+
+
+class FakeStripe:
+    """A scripted Stripe on 127.0.0.1 for what the emulator never does (paging that never ends, bodies that are not
+    Stripe's, a proxy echoing the key): `answer(fake, request)` returns (status, body, content type) for each
+    GET. With `upstream` (an emulator's URL), `forward(...)` passes a request on and returns its answer, so a
+    test can serve a real account and change only what it is about. Every request is kept in `requests`."""
+
+    def __init__(self, answer: Callable[["FakeStripe", Request], Answer],
+                 upstream: str | None = None) -> None:
+        self.answer = answer
+        self.upstream = upstream
+        self.requests: list[Request] = []
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                parts = urlsplit(self.path)
+                request = Request(parts.path, dict(parse_qsl(parts.query, keep_blank_values=True)), self.path,
+                                  dict(self.headers))
+                with fake.lock:
+                    fake.requests.append(request)
+                try:
+                    status, body, ctype = fake.answer(fake, request)
+                except Exception as exc:  # noqa: BLE001 - a bug in a test's script answers 500, visibly
+                    status, body, ctype = 500, f"fake stripe: {type(exc).__name__}: {exc}".encode(), "text/plain"
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_DELETE = do_GET
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> "FakeStripe":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def count(self, path: str | None = None) -> int:
+        with self.lock:
+            return sum(1 for r in self.requests if path is None or r.path == path)
+
+    def forward(self, request: Request) -> Answer:
+        """The upstream emulator's answer to the same GET."""
+        assert self.upstream is not None
+        outgoing = urllib.request.Request(self.upstream + request.target, headers={
+            k: v for k, v in request.headers.items() if k.lower() in ("authorization", "stripe-version")})
+        try:
+            with urllib.request.urlopen(outgoing, timeout=60) as response:
+                return response.status, response.read(), response.headers.get("Content-Type", "application/json")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read(), exc.headers.get("Content-Type", "application/json")
+
+
+def json_answer(body: object, status: int = 200) -> Answer:
+    return status, orjson.dumps(body), "application/json"
+
+
+def empty_list(path: str) -> Answer:
+    return json_answer({"object": "list", "url": path, "data": [], "has_more": False})
+
+
+def step_events(result: dg.ExecuteInProcessResult, event_type: str) -> list:
+    """The run's events of one type (e.g. 'STEP_UP_FOR_RETRY', 'STEP_FAILURE')."""
+    return [e for e in result.all_events if e.event_type_value == event_type]

@@ -1,21 +1,24 @@
 """publish/segflow_duckdb: the file BI tools read, replaced atomically once every upstream check passed."""
 
+import re
 
 import dagster as dg
 
-from segflow_pipeline.defs.integrations import INTEGRATIONS
+from segflow_pipeline.defs.integrations import INTEGRATIONS, PARTITIONS
+from segflow_pipeline.defs.marts import bets
 from segflow_pipeline.defs.marts.assets import MART_KEYS, MODELS
 from segflow_pipeline.defs.marts.bets import BET_IMPACT
 from segflow_pipeline.defs.marts.report import MRR_REPORT
 from segflow_pipeline.defs.marts.reporting_currency import KPIS_MONTHLY_REPORTING
-from segflow_pipeline.defs.metrics.assets import CUSTOMER_MOVEMENTS, MRR_DAILY
-from segflow_pipeline.defs.metrics.reporting_currency import MRR_DAILY_REPORTING
-from segflow_pipeline.defs.metrics.forecast import FORECAST_KEYS
-from segflow_pipeline.resources.warehouse import WarehouseResource
-from segflow_pipeline.defs.marts import bets
 from segflow_pipeline.defs.metrics import forecast
+from segflow_pipeline.defs.metrics.assets import CUSTOMER_MOVEMENTS, MRR_DAILY
+from segflow_pipeline.defs.metrics.forecast import FORECAST_KEYS
+from segflow_pipeline.defs.metrics.reporting_currency import MRR_DAILY_REPORTING
+from segflow_pipeline.resources.warehouse import WarehouseResource
+from segflow_pipeline.stripe_api.keys import redact
 from segflow_pipeline.transform import reporting_currency as rc
 from segflow_pipeline.warehouse.comments import TableComment, published_comments
+from segflow_pipeline.warehouse.files import AccountCopy
 
 PUBLISHED = dg.AssetKey(["publish", "segflow_duckdb"])
 # Tables built in Python outside stripe.* and metrics.mrr_*: each stage describes them beside its code.
@@ -28,29 +31,79 @@ OTHER_TABLE_COMMENTS: dict[tuple[str, str], TableComment] = {
 }
 
 
+def _includes_checks(names: list[str]) -> dict[str, str]:
+    """`includes_<account>` per account: a check name holds letters, digits and '_' only, so '-' becomes '_' (and
+    a name that two accounts would share gets a number)."""
+    checks: dict[str, str] = {}
+    for name in names:
+        check = base = "includes_" + re.sub(r"[^a-z0-9_]", "_", name)
+        n = 1
+        while check in checks.values():
+            n += 1
+            check = f"{base}_{n}"
+        checks[name] = check
+    return checks
+
+
+INCLUDES = _includes_checks([i.name for i in INTEGRATIONS])
+
+
+def account_summary(copy: AccountCopy) -> str:
+    """One line for an account whose data in the published file is not its latest (empty if it is)."""
+    if copy.state == "kept":
+        return (f"{copy.integration}: {copy.reason}; published its last good copy, from "
+                f"{copy.copy_time:%Y-%m-%d %H:%M:%S} UTC")
+    if copy.state == "skipped":
+        return f"{copy.integration}: not published: {copy.reason}"
+    return ""
+
+
 @dg.asset(key=PUBLISHED, group_name="publish", kinds={"duckdb"},
           deps=[MRR_DAILY, CUSTOMER_MOVEMENTS, *MART_KEYS, MRR_REPORT, MRR_DAILY_REPORTING, KPIS_MONTHLY_REPORTING,
                 *FORECAST_KEYS, BET_IMPACT],
           check_specs=[dg.AssetCheckSpec("readable_with_contract_tables", asset=PUBLISHED, blocking=True,
                                          description="The published file opens read-only and holds "
                                                      "metrics.mrr_daily and stripe.subscriptions, invoices, "
-                                                     "customers, prices and coupons.")])
+                                                     "customers, prices and coupons.")]
+          + [dg.AssetCheckSpec(check, asset=PUBLISHED,
+                               description=f"The published file holds {name!r}'s data from its working file as it "
+                                           "is now (or from a run writing it now), not an older copy or none.")
+             for name, check in INCLUDES.items()])
 def segflow_duckdb(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
     """The DuckDB file at SEGFLOW_DUCKDB_PATH: every integration's stripe, metrics and marts tables, each table and
     column with its COMMENT (docs/tables.md), swapped in atomically so open readers keep a consistent snapshot and
     never block a refresh."""
-    counts = duckdb.publish([i.name for i in INTEGRATIONS], comments=published_comments(MODELS, OTHER_TABLE_COMMENTS))
+    publication = duckdb.publish([i.name for i in INTEGRATIONS],
+                                 comments=published_comments(MODELS, OTHER_TABLE_COMMENTS))
     reports = duckdb.publish_reports(context.run_id)
     with duckdb.get_connection() as con:
         present = {f"{s}.{t}" for s, t in con.execute(
             "select table_schema, table_name from information_schema.tables").fetchall()}
     missing = sorted({"metrics.mrr_daily", "stripe.subscriptions", "stripe.invoices", "stripe.customers",
                       "stripe.prices", "stripe.coupons"} - present)
-    context.log.info(f"published {duckdb.published_path} ({len(counts)} tables)"
+    context.log.info(f"published {duckdb.published_path} ({len(publication.counts)} tables)"
                      + (f" and the reports of {', '.join(reports)}" if reports else ""))
+    checks = [dg.AssetCheckResult(check_name="readable_with_contract_tables", passed=not missing,
+                                  metadata={"missing": ", ".join(missing) or "none"})]
+    for name, copy in publication.accounts.items():
+        summary = redact(account_summary(copy))
+        if summary:
+            context.log.warning(summary)
+        checks.append(dg.AssetCheckResult(
+            check_name=INCLUDES[name], passed=copy.state in ("current", "busy"),
+            severity=dg.AssetCheckSeverity.ERROR if copy.state == "skipped" else dg.AssetCheckSeverity.WARN,
+            metadata={"state": copy.state, "reason": redact(copy.reason) or "none", "summary": summary or "none",
+                      "copy_time": copy.copy_time.isoformat() if copy.copy_time else "none"}))
     yield dg.MaterializeResult(
-        metadata={"path": str(duckdb.published_path.resolve()), "tables": len(counts),
-                  **{f"rows.{name}": n for name, n in counts.items() if not name.startswith("stripe.")}},
-        check_results=[dg.AssetCheckResult(check_name="readable_with_contract_tables", passed=not missing,
-                                           metadata={"missing": ", ".join(missing) or "none"})],
+        metadata={"path": str(duckdb.published_path.resolve()), "tables": len(publication.counts),
+                  "accounts_published": sum(c.published for c in publication.accounts.values()),
+                  **{f"rows.{name}": n for name, n in publication.counts.items() if not name.startswith("stripe.")}},
+        check_results=checks,
     )
+    # The account this run refreshed (the run's partition, or the only one): its new data must have gone out.
+    own = publication.accounts.get(context.run.tags.get("dagster/partition") if PARTITIONS is not None
+                                   else INTEGRATIONS[0].name)
+    if own is not None and own.state in ("kept", "skipped"):
+        raise dg.Failure(description=redact(
+            f"{own.integration}'s refresh was not published: {own.reason}. The other accounts were published."),
+            allow_retries=False)

@@ -46,6 +46,8 @@ def test_window_params_are_half_open():
 class ListSource:
     """Answers GET /v1/customers like Stripe: order (created desc, id desc), created filters, cursor, limit."""
 
+    api_base = "http://list-source"
+
     def __init__(self, created: list[int], latency: float = 0.002) -> None:
         self.latency = latency
         objs = [{"id": f"cus_{i:06d}", "object": "customer", "created": c} for i, c in enumerate(created)]

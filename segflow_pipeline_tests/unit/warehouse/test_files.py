@@ -22,8 +22,9 @@ def test_publish_unions_integrations_and_skips_other_schemas(tmp_path):
     _write(published, "b", 2)
     with files.integration_connection(published, "a") as con:
         con.execute("create table main.scratch as select 1 as x")
-    counts = files.publish(published, ["a", "b"])
-    assert counts == {"metrics.t": 2}
+    publication = files.publish(published, ["a", "b"])
+    assert publication.counts == {"metrics.t": 2}
+    assert [(c.integration, c.state) for c in publication.accounts.values()] == [("a", "current"), ("b", "current")]
     con = duckdb.connect(str(published), read_only=True)
     assert con.execute("select integration, v from metrics.t order by 1").fetchall() == [("a", 1), ("b", 2)]
     assert con.execute("select count(*) from information_schema.tables where table_name='scratch'").fetchone()[0] == 0
@@ -141,7 +142,9 @@ def test_first_run_of_a_new_account_during_a_publish_is_not_attached(tmp_path):
     thread.start()
     entered.wait(5)
     try:
-        assert files.publish(published, ["a", "c"], timeout_s=1) == {"metrics.t": 1}
+        publication = files.publish(published, ["a", "c"], timeout_s=1)
+        assert publication.counts == {"metrics.t": 1}
+        assert publication.accounts["c"].state == "never"
     finally:
         release.set()
         thread.join()
@@ -169,3 +172,96 @@ def test_reports_are_published_only_by_the_run_that_wrote_them(tmp_path):
     assert shown.read_text() == "newer"
     assert not files.pending_reports_dir(published, "acme", "run-failed").exists()
     assert [p.name for p in (published.parent / "reports").iterdir()] == ["acme"]
+
+
+def _cut(path, keep: float = 0.5):
+    with open(path, "r+b") as handle:
+        handle.truncate(int(path.stat().st_size * keep))
+
+
+def _big(published, integration, rows=200_000):
+    """A working file of several DuckDB blocks, so that cutting it loses data."""
+    with files.integration_connection(published, integration) as con:
+        con.execute("create schema if not exists metrics")
+        con.execute("create or replace table metrics.t as select ? as integration, range::integer as v, "
+                    "md5(range::varchar) as filler from range(?)", [integration, rows])
+
+
+def test_a_damaged_working_file_keeps_its_last_good_copy_and_the_others_publish(tmp_path):
+    published = tmp_path / "segflow.duckdb"
+    _big(published, "a")
+    _write(published, "b", 2)
+    files.publish(published, ["a", "b"])
+    ready = files.ready_path(published, "a").read_bytes()
+    _big(published, "a", rows=300_000)
+    _cut(files.working_path(published, "a"))
+    _write(published, "b", 3)
+    publication = files.publish(published, ["a", "b"])
+    a, b = publication.accounts["a"], publication.accounts["b"]
+    assert (a.state, b.state) == ("kept", "current")
+    assert "a.duckdb cannot be read (cut short" in a.reason and a.copy_time is not None
+    assert files.ready_path(published, "a").read_bytes() == ready  # the last good copy was not replaced
+    con = duckdb.connect(str(published), read_only=True)
+    assert con.execute("select integration, count(*), max(v) from metrics.t group by 1 order by 1").fetchall() == [
+        ("a", 200_000, 199_999), ("b", 1, 3)]
+    con.close()
+
+
+def test_an_account_without_a_usable_copy_is_left_out(tmp_path):
+    published = tmp_path / "segflow.duckdb"
+    _big(published, "a")
+    _write(published, "b", 2)
+    files.publish(published, ["a", "b"])
+    for path in (files.working_path(published, "a"), files.ready_path(published, "a")):
+        with open(path, "r+b") as handle:
+            handle.write(b"\0" * 4096)  # the header zeroed
+    publication = files.publish(published, ["a", "b"])
+    a = publication.accounts["a"]
+    assert a.state == "skipped" and "not a valid DuckDB database file" in a.reason and "cannot be read either" in a.reason
+    assert publication.accounts["b"].state == "current"
+    con = duckdb.connect(str(published), read_only=True)
+    assert con.execute("select integration, v from metrics.t").fetchall() == [("b", 2)]
+    con.close()
+
+
+def test_a_copy_that_fails_while_it_is_read_is_left_out_and_set_aside(tmp_path):
+    # A ready copy that opens, as long as its header says, with its tables and counts, but one data block
+    # overwritten: only reading the rows tells (DuckDB's block checksum).
+    published = tmp_path / "segflow.duckdb"
+    _big(published, "a")
+    _write(published, "b", 2)
+    files.publish(published, ["a", "b"])
+    ready = files.ready_path(published, "a")
+    con = duckdb.connect(str(ready), read_only=True)
+    block, size = con.execute("select max(block_id), current_setting('default_block_size') from "
+                              "pragma_storage_info('metrics.t') where column_name = 'filler'").fetchone()
+    con.close()
+    files.working_path(published, "a").unlink()  # nothing to copy it again from
+    with open(ready, "r+b") as handle:
+        handle.seek(files.DUCKDB_HEADER_BYTES + block * int(size) + 1000)
+        handle.write(b"\x5a" * 1000)
+    assert files.refresh_ready_copy(published, "a").state == "kept"  # opens, tables and counts as they were
+    publication = files.publish(published, ["a", "b"])
+    a = publication.accounts["a"]
+    assert a.state == "skipped" and "cannot be read" in a.reason, a
+    assert list(ready.parent.glob("a.ready.duckdb.damaged-*")) and not ready.exists()
+    con = duckdb.connect(str(published), read_only=True)
+    assert con.execute("select integration, v from metrics.t").fetchall() == [("b", 2)]
+    con.close()
+
+
+def test_the_sync_moves_a_damaged_working_file_aside_and_starts_a_new_one(tmp_path):
+    published = tmp_path / "segflow.duckdb"
+    _big(published, "a")
+    working = files.working_path(published, "a")
+    _cut(working)
+    damaged = working.read_bytes()
+    with pytest.raises(files.DamagedFile, match="moves it aside and rebuilds it with a full sync"):
+        with files.integration_connection(published, "a"):
+            pass
+    said: list[str] = []
+    with files.integration_connection(published, "a", heal=said.append) as con:
+        assert con.execute("select count(*) from duckdb_tables() where schema_name = 'metrics'").fetchone() == (0,)
+    (aside,) = working.parent.glob("a.duckdb.damaged-*")
+    assert aside.read_bytes() == damaged
+    assert len(said) == 1 and str(aside) in said[0] and "rebuilds it with a full sync" in said[0]

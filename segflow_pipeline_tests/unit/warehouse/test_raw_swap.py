@@ -7,6 +7,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+from segflow_pipeline.stripe_api.errors import ConflictingVersions
 from segflow_pipeline.stripe_api.tables import PRIMARY_KEYS, TABLES
 from segflow_pipeline.warehouse import files, raw
 
@@ -58,10 +59,19 @@ def key_values(con, table: str, integration: str) -> list:
 
 
 def everything(con, where: str, integration: str) -> dict[str, list]:
-    """Rows of every table of `stripe` (where="stripe") or of the open full sync's staging (where="staged")."""
+    """Rows of every table of `stripe` (where="stripe") or of the open full sync's staging (where="staged", without
+    the sync's own `_fetched` column)."""
     name = raw.staged if where == "staged" else (lambda t: f"{raw.SCHEMA}.{t}")
-    return {t: con.execute(f"select * from {name(t)} where integration = ? order by all", [integration]).fetchall()
+    columns = f'* exclude ("{raw.FETCHED}")' if where == "staged" else "*"
+    return {t: con.execute(f"select {columns} from {name(t)} where integration = ? order by all",
+                           [integration]).fetchall()
             for t in TABLES}
+
+
+def fetched(table: pa.Table, started: int | None, arrived: int | None) -> pa.Table:
+    """`table` as the sync stages it: tagged with when its page was fetched (None: not known)."""
+    tag = None if started is None else raw.fetch_tag(started, arrived)
+    return table.append_column(raw.FETCHED, pa.repeat(pa.scalar(tag, pa.int64()), table.num_rows))
 
 
 def layouts(con) -> dict:
@@ -104,17 +114,60 @@ def test_second_swap_replaces_only_this_integration_flags_deleted_keeps_old_even
     assert tables_of(con, raw.SCHEMA) == {*TABLES, "sync_state"}  # no staging table outlives its sync
 
 
-def test_staged_duplicates_are_published_once_per_key(con):
+def test_identical_staged_copies_are_published_once_per_key(con):
     raw.begin_staging(con)
     for table in TABLES:
-        raw.append_staging(con, table, [rows(table, "acme", ["k1", "k2"], tag="a"),
-                                        rows(table, "acme", ["k1"], tag="b")])
-    raw.swap_full(con, "acme", state("acme", "evt_1"))
+        raw.append_staging(con, table, [fetched(rows(table, "acme", ["k1", "k2"], tag="a"), 1, 2),
+                                        fetched(rows(table, "acme", ["k1"], tag="a"), 3, 4)])
+    found = raw.swap_full(con, "acme", state("acme", "evt_1"))
     for table in TABLES:
         counts = con.execute(f"select count(*) from stripe.{table} where integration = 'acme'").fetchone()[0]
         # quarantine keeps every row (a bad object may fail twice, and rows without an object id are all kept)
         assert counts == (3 if table == "quarantine" else 2), table
+    assert found.dropped == {t: 1 for t in TABLES if t != "quarantine"} and found.resolved == {}
     assert tables_of(con, raw.SCHEMA) == {*TABLES, "sync_state"}
+
+
+@pytest.mark.parametrize("first, second, winner", [
+    pytest.param((1, 2), (3, 4), "b", id="second-fetched-after-the-first-answer"),
+    pytest.param((3, 4), (1, 2), "a", id="first-fetched-after-the-second-answer"),
+    pytest.param((1, 4), (2, 3), None, id="requests-at-the-same-time"),
+    pytest.param((None, None), (3, 4), None, id="fetch-time-unknown"),
+])
+def test_differing_staged_versions_keep_the_one_fetched_later_or_fail(con, first, second, winner):
+    raw.begin_staging(con)
+    raw.append_staging(con, "invoices", [fetched(rows("invoices", "acme", ["k1", "k2"], tag="a"), *first),
+                                         fetched(rows("invoices", "acme", ["k1"], tag="b"), *second)])
+    if winner is None:
+        with pytest.raises(ConflictingVersions, match="invoices k1 twice with different contents"):
+            raw.swap_full(con, "acme", state("acme", "evt_1"))
+        assert key_values(con, "invoices", "acme") == []  # nothing of the sync was written
+        return
+    found = raw.swap_full(con, "acme", state("acme", "evt_1"))
+    assert found.resolved == {"invoices": 1} and found.examples == ["invoices k1"]
+    assert con.execute("select raw like ? from stripe.invoices where id = 'k1'",
+                       [f'%"tag":"{winner}"%']).fetchall() == [(True,)]
+
+
+def test_the_later_created_version_wins_and_its_children_go_with_it(con):
+    def subscription(tag: str, created: int, quantity: int, started: int) -> list[pa.Table]:
+        sub = rows("subscriptions", "acme", ["sub_1"], tag=tag).set_column(
+            TABLES["subscriptions"].names.index("created"), "created",
+            pa.array([T0 + dt.timedelta(seconds=created)], pa.timestamp("us")))
+        item = pa.table({"integration": ["acme"], "id": ["si_1"], "subscription": ["sub_1"],
+                         "quantity": [quantity]}).cast(pa.schema([TABLES["subscription_items"].field(n) for n in
+                                                                  ("integration", "id", "subscription", "quantity")]))
+        return [fetched(sub, started, started + 2), fetched(item, started, started + 2)]
+
+    raw.begin_staging(con)
+    # The newer version (created one second later) arrives first, in requests running at the same time.
+    newer, older = subscription("new", 1, 7, 1), subscription("old", 0, 1, 2)
+    for table, parts in (("subscriptions", [newer[0], older[0]]), ("subscription_items", [newer[1], older[1]])):
+        raw.append_staging(con, table, parts)
+    found = raw.swap_full(con, "acme", state("acme", "evt_1"))
+    assert found.resolved == {"subscriptions": 1}  # the items went with their subscription, no conflict
+    assert con.execute("select raw like '%\"tag\":\"new\"%' from stripe.subscriptions").fetchall() == [(True,)]
+    assert con.execute("select quantity from stripe.subscription_items").fetchall() == [(7,)]
 
 
 def test_table_layouts_stay_as_ensure_tables_makes_them(con):

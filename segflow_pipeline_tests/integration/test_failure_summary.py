@@ -47,7 +47,7 @@ def test_an_unexpected_error_shows_its_stack_trace_once(tmp_path, capsys: pytest
     assert "segflow: default: upstream: ZeroDivisionError: a bug deep in a transform" in summary
     assert summary.count("Stack trace:") == 1
     assert summary.count('raise ZeroDivisionError("a bug deep in a transform")') == 1
-    assert "(none yet)" in summary and f"runs are kept in {tmp_path / 'home'}" in " ".join(summary.split())
+    assert "nothing has been published yet" in " ".join(summary.split()) and f"runs are kept in {tmp_path / 'home'}" in " ".join(summary.split())
 
 
 def test_a_failure_raised_on_purpose_shows_its_message_without_a_stack_trace(tmp_path, capsys) -> None:

@@ -3,12 +3,12 @@
 -- test: not_null(integration, currency, product, price, as_of_date, subscriptions, quantity, mrr_before_discounts)
 -- test: expression(mrr_before_discounts >= 0) as mrr_not_negative
 --
--- Items of the subscriptions counting now (marts.subscription_periods at the run's time), priced as MRR_SPEC.md
+-- Items of the subscriptions counting now (marts.subscription_periods at the run's time), priced as docs/mrr.md
 -- section 3 says: per_unit and tiered (volume, graduated) prices, transform_quantity, normalized to a month
 -- (month 1/n, year 1/(12n), week 52/12/n, day 365/12/n), minor units converted with Stripe's zero- and
 -- three-decimal currency lists (https://docs.stripe.com/currencies). Metered (usage-based) items have no MRR and
 -- are left out.
--- Simplifications relative to MRR_SPEC.md: discounts (section 4) are not applied, because coupons apply to a
+-- Simplifications relative to docs/mrr.md: discounts (section 4) are not applied, because coupons apply to a
 -- whole subscription or customer and have no single product to land on; amounts are rounded per row, not per
 -- customer; whether a subscription counts comes from its own dates (see marts.subscription_periods). So the
 -- total of a currency is the list-price MRR and can be above metrics.mrr_daily's mrr by the discounts.

@@ -1,10 +1,10 @@
--- When each subscription counts as paying, from its own dates (a simplified MRR_SPEC.md section 2), for customer churn and trial conversion.
+-- When each subscription counts as paying, from its own dates (a simplified docs/mrr.md section 2), for customer churn and trial conversion.
 -- test: unique(integration, subscription)
 -- test: not_null(integration, subscription, customer, currency, status)
 -- test: expression(counts_from is null or counts_until is null or counts_until > counts_from) as period_not_empty
 --
 -- One row per subscription. A subscription counts from counts_from (inclusive) until counts_until (exclusive,
--- null = still counting); counts_from null = it never counted. The rules of MRR_SPEC.md section 2, read from the
+-- null = still counting); counts_from null = it never counted. The rules of docs/mrr.md section 2, read from the
 -- subscription's current state only (metrics.mrr_daily also uses events and invoice lines, so it can date changes
 -- this table cannot):
 -- - incomplete and incomplete_expired subscriptions never count (the first payment was never made);

@@ -8,7 +8,7 @@ out. Not here: Dagster, DuckDB, files (`defs/metrics/forecast.py` reads and writ
 A series is one (integration, basis, currency): `basis = 'currency'` is metrics.mrr_daily's MRR in its own
 currency, `basis = 'reporting'` the converted total of metrics.mrr_daily_reporting when that table exists.
 
-The method, `flows_rates`: MRR moves by its five movements (MRR_SPEC.md section 6), and they behave differently.
+The method, `flows_rates`: MRR moves by its five movements (docs/mrr.md section 6), and they behave differently.
 New, expansion and reactivation MRR arrive as flows (amounts per day, which follow sales and marketing, not the
 size of the book), contraction and churn leave as rates (a share of yesterday's MRR). Each is estimated from the
 history before the forecast origin: the flows as daily means over the last 182 days (long enough that a lucky or

@@ -1,4 +1,4 @@
-"""Rebuilding each subscription's past from what the API still shows (MRR_SPEC.md section 5).
+"""Rebuilding each subscription's past from what the API still shows (docs/mrr.md section 5).
 
 Belongs here: which items (price, quantity) a subscription had on which day and when its status kept it from
 counting, read from, in order of trust: the pipeline's own daily snapshots, `customer.subscription.*` events
@@ -121,7 +121,7 @@ def era_starts(events: pl.DataFrame) -> pl.DataFrame:
 
 def lifecycle_event_times(parsed: pl.DataFrame) -> pl.DataFrame:
     """Per subscription, the latest event that (a) scheduled its cancellation, (b) moved it from
-    active/past_due to unpaid, (c) paused it (MRR_SPEC.md section 2)."""
+    active/past_due to unpaid, (c) paused it (docs/mrr.md section 2)."""
     was_counting = pl.col("prev_status").is_in(list(COUNTING_STATUSES))
     return parsed.group_by("integration", "subscription").agg(
         pl.col("created")

@@ -2,7 +2,7 @@
 
 Belongs here: turning Stripe's minor-unit amounts (integers, or DECIMAL(38,12) for fractional minor units) into
 exact integers, reducing fractions, and rounding a non-negative exact value to 0.01 major units half-up
-(MRR_SPEC.md section 1). Not here: which amounts count (`pricing.py`, `mrr.py`).
+(docs/mrr.md section 1). Not here: which amounts count (`pricing.py`, `mrr.py`).
 
 Why integers: normalizing to a month divides by 12 × interval_count (a weekly 10.00 is 43.333...), and a
 Polars Decimal division or product truncates to the column scale, while `Decimal.round` rounds half to even.

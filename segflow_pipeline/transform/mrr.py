@@ -1,4 +1,4 @@
-"""Daily MRR per integration × currency with its movements, and the predicates that check it (MRR_SPEC.md).
+"""Daily MRR per integration × currency with its movements, and the predicates that check it (docs/mrr.md).
 
 Belongs here: the public MRR transform the `metrics` assets call — `subscription_mrr_intervals` (each
 subscription's MRR as day ranges), `daily_mrr` (the published `metrics.mrr_daily`), `snapshot_rows` (what a run
@@ -11,7 +11,7 @@ exact arithmetic (`money.py`), currency exponents (`currency.py`).
 Exact values: a subscription's MRR is kept as an Int128 `mrr_atoms` over `atoms_per_unit` atoms per major unit
 — one denominator for the whole run, the least common multiple of every normalization (12 × interval_count ×
 10^currency exponent × decimal digits of the amount) and coupon fraction in play — so monthly
-normalization, percentages and sums never round. The only rounding is MRR_SPEC.md section 1: each customer's
+normalization, percentages and sums never round. The only rounding is docs/mrr.md section 1: each customer's
 MRR per day, half-up to 0.01 major units; every sum, count and movement is computed from those cents.
 
 Vectorized: values change only at change points, so everything is computed on change points with cumulative
@@ -66,7 +66,7 @@ INTERVAL_SCHEMA: dict[str, pl.DataType] = {
 
 MOVEMENTS = ("new_mrr", "expansion_mrr", "reactivation_mrr", "contraction_mrr", "churned_mrr")
 
-# metrics.mrr_daily (CONTRACT.md), in this column order.
+# metrics.mrr_daily (docs/tables.md), in this column order.
 DAILY_SCHEMA: dict[str, pl.DataType] = {
     "integration": pl.Utf8(),
     "date": pl.Date(),

@@ -1,4 +1,4 @@
-"""What one subscription item and one coupon are worth per billing period (MRR_SPEC.md sections 3 and 4).
+"""What one subscription item and one coupon are worth per billing period (docs/mrr.md sections 3 and 4).
 
 Belongs here: reading `stripe.prices` / `stripe.price_tiers` / `stripe.coupons` into exact integer amounts per
 billing period and monthly factors, and saying which of those rows cannot be used and why. Not here: which
@@ -16,7 +16,7 @@ import polars as pl
 
 from segflow_pipeline.transform import currency, money
 
-# Monthly factor = MONTH_NUMERATOR[interval] / (12 × interval_count)  (MRR_SPEC.md section 3 table).
+# Monthly factor = MONTH_NUMERATOR[interval] / (12 × interval_count)  (docs/mrr.md section 3 table).
 MONTH_NUMERATOR: dict[str, int] = {"month": 12, "year": 1, "week": 52, "day": 365}
 BILLING_SCHEMES = ("per_unit", "tiered")
 TIERS_MODES = ("volume", "graduated")

@@ -355,3 +355,25 @@ class ApiVisibleHistory(HistoryTruth):
         if sub.idx in self.paid_until and t >= self.paid_until[sub.idx]:
             return False  # (C)
         return super().counts(sub, state, t)
+
+
+COLUMNS = ("mrr", "active_subscriptions", "paying_customers", *MOVEMENTS)
+ZERO = DayRow(0, 0, 0, 0, 0, 0, 0, 0)
+
+
+def as_rows(series: dict[str, dict[dt.date, DayRow]]) -> dict[tuple[str, dt.date], DayRow]:
+    """currency -> day -> DayRow as one mapping keyed by (currency, day)."""
+    return {(currency, day): row for currency, days in series.items() for day, row in days.items()}
+
+
+def differences(got: dict, expected: dict, days=lambda day: True) -> list[tuple[str, dt.date, dict]]:
+    """(currency, day, {column: (published, expected)}) where they differ; a missing row counts as zeros."""
+    out = []
+    for currency, day in sorted(set(got) | set(expected)):
+        if not days(day):
+            continue
+        a, b = got.get((currency, day), ZERO), expected.get((currency, day), ZERO)
+        diff = {c: (getattr(a, c), getattr(b, c)) for c in COLUMNS if getattr(a, c) != getattr(b, c)}
+        if diff:
+            out.append((currency, day, diff))
+    return out

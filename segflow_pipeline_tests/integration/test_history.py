@@ -27,14 +27,12 @@ from segflow_pipeline.runner import load_definitions
 from segflow_pipeline.sandbox.account import SandboxAccount, build_account
 from segflow_pipeline.sandbox.server import EmulatorServer
 from segflow_pipeline_tests.integration.history_truth import (
-    MOVEMENTS, ApiVisibleHistory, DayRow, HistoryTruth, half_up_cents,
+    COLUMNS, MOVEMENTS, ApiVisibleHistory, DayRow, HistoryTruth, as_rows, differences, half_up_cents,
 )
 
 KEY = "sk_test_history_9f3KqL2xVb7TnR4m"
 N_SUBSCRIPTIONS = 300
 SEED = 5
-COLUMNS = ("mrr", "active_subscriptions", "paying_customers", *MOVEMENTS)
-ZERO = DayRow(0, 0, 0, 0, 0, 0, 0, 0)
 
 
 @dataclass
@@ -50,23 +48,6 @@ class Refresh:
         """The first day the event log covers (its first event's UTC day): from the next day on, every day's
         change is dated by an event."""
         return dt.datetime.fromtimestamp(self.visible.window_start, dt.timezone.utc).date()
-
-
-def as_rows(series: dict[str, dict[dt.date, DayRow]]) -> dict[tuple[str, dt.date], DayRow]:
-    return {(currency, day): row for currency, days in series.items() for day, row in days.items()}
-
-
-def differences(got: dict, expected: dict, days=lambda day: True) -> list[tuple[str, dt.date, dict]]:
-    """(currency, day, {column: (published, expected)}) where they differ; a missing row counts as zeros."""
-    out = []
-    for currency, day in sorted(set(got) | set(expected)):
-        if not days(day):
-            continue
-        a, b = got.get((currency, day), ZERO), expected.get((currency, day), ZERO)
-        diff = {c: (getattr(a, c), getattr(b, c)) for c in COLUMNS if getattr(a, c) != getattr(b, c)}
-        if diff:
-            out.append((currency, day, diff))
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -27,11 +27,11 @@ from segflow_pipeline.stripe_api.sync import sync_account
 from segflow_pipeline.transform import live, mrr
 from segflow_pipeline.warehouse import raw
 from segflow_pipeline.warehouse import tables as wh
-from segflow_pipeline_tests.integration.history_truth import MOVEMENTS, ApiVisibleHistory, DayRow, HistoryTruth
+from segflow_pipeline_tests.integration.history_truth import (
+    MOVEMENTS, ApiVisibleHistory, DayRow, HistoryTruth, as_rows, differences,
+)
 
 KEY = "sk_test_clock_7Hq2LmX9vR3tBn5K"
-COLUMNS = ("mrr", "active_subscriptions", "paying_customers", *MOVEMENTS)
-ZERO = DayRow(0, 0, 0, 0, 0, 0, 0, 0)
 INPUTS = ("subscriptions", "subscription_items", "prices", "price_tiers", "coupons", "discounts", "customers",
           "invoice_lines", "invoice_items", "events", "invoices")
 
@@ -62,22 +62,6 @@ def published_rows(frame) -> dict[tuple[str, dt.date], DayRow]:
     return {(r["currency"], r["date"]): DayRow(cents(r["mrr"]), r["active_subscriptions"], r["paying_customers"],
                                                *(cents(r[m]) for m in MOVEMENTS))
             for r in frame.iter_rows(named=True)}
-
-
-def as_rows(series) -> dict[tuple[str, dt.date], DayRow]:
-    return {(currency, day): row for currency, days in series.items() for day, row in days.items()}
-
-
-def differences(got: dict, expected: dict, days=lambda day: True) -> list:
-    out = []
-    for currency, day in sorted(set(got) | set(expected)):
-        if not days(day):
-            continue
-        a, b = got.get((currency, day), ZERO), expected.get((currency, day), ZERO)
-        diff = {c: (getattr(a, c), getattr(b, c)) for c in COLUMNS if getattr(a, c) != getattr(b, c)}
-        if diff:
-            out.append((currency, day, diff))
-    return out
 
 
 def rebuild(account, tmp_path) -> tuple[mrr.MrrInputs, dt.datetime]:

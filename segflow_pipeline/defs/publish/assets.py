@@ -70,22 +70,30 @@ def account_summary(copy: AccountCopy) -> str:
     return ""
 
 
-@dg.asset(key=PUBLISHED, group_name="publish", kinds={"duckdb"},
-          deps=[MRR_DAILY, CUSTOMER_MOVEMENTS, *MART_KEYS, MRR_REPORT, MRR_DAILY_REPORTING, KPIS_MONTHLY_REPORTING,
-                *FORECAST_KEYS, BET_IMPACT],
-          check_specs=[dg.AssetCheckSpec("readable_with_contract_tables", asset=PUBLISHED, blocking=True,
-                                         description="The published file opens read-only and holds "
-                                                     "metrics.mrr_daily and stripe.subscriptions, invoices, "
-                                                     "customers, prices and coupons.")]
-          + [dg.AssetCheckSpec(check, asset=PUBLISHED,
-                               description=f"The published file of {name!r}'s workspace holds its data from its "
-                                           "working file as it is now (or from a run writing it now), not an older "
-                                           "copy or none. Evaluated by the runs of that workspace.")
-             for name, check in INCLUDES.items()])
+DESCRIPTION = ("The DuckDB file of the run's workspace (SEGFLOW_DUCKDB_PATH for `default`): its integrations' stripe, "
+               "metrics and marts tables, each table and column with its COMMENT (docs/tables.md), swapped in "
+               "atomically so open readers keep a consistent snapshot and never block a refresh.")
+
+
+# A multi-asset only so that it may leave out checks (`can_subset`): a run evaluates the `includes_<account>` checks
+# of its own workspace's accounts, not those of accounts it did not publish.
+@dg.multi_asset(
+    specs=[dg.AssetSpec(PUBLISHED, group_name="publish", kinds={"duckdb"}, description=DESCRIPTION,
+                        deps=[MRR_DAILY, CUSTOMER_MOVEMENTS, *MART_KEYS, MRR_REPORT, MRR_DAILY_REPORTING,
+                              KPIS_MONTHLY_REPORTING, *FORECAST_KEYS, BET_IMPACT])],
+    can_subset=True,
+    check_specs=[dg.AssetCheckSpec("readable_with_contract_tables", asset=PUBLISHED, blocking=True,
+                                   description="The published file opens read-only and holds "
+                                               "metrics.mrr_daily and stripe.subscriptions, invoices, "
+                                               "customers, prices and coupons.")]
+    + [dg.AssetCheckSpec(check, asset=PUBLISHED,
+                         description=f"The published file of {name!r}'s workspace holds its data from its "
+                                     "working file as it is now (or from a run writing it now), not an older "
+                                     "copy or none. Evaluated by the runs of that workspace.")
+       for name, check in INCLUDES.items()],
+)
 def segflow_duckdb(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
-    """The DuckDB file of the run's workspace (SEGFLOW_DUCKDB_PATH for `default`): its integrations' stripe, metrics
-    and marts tables, each table and column with its COMMENT (docs/tables.md), swapped in atomically so open readers
-    keep a consistent snapshot and never block a refresh."""
+    """`DESCRIPTION`; evaluates the checks of the accounts it published that the run selected."""
     own_account = run_account(context)
     if own_account is not None and not own_account.workspace:
         raise dg.Failure(description=redact(f"{own_account.name}: {own_account.problem}"), allow_retries=False)
@@ -125,6 +133,8 @@ def segflow_duckdb(context: dg.AssetExecutionContext, duckdb: WarehouseResource)
             severity=dg.AssetCheckSeverity.ERROR if copy.state == "skipped" else dg.AssetCheckSeverity.WARN,
             metadata={"state": copy.state, "reason": redact(copy.reason) or "none", "summary": summary or "none",
                       "copy_time": copy.copy_time.isoformat() if copy.copy_time else "none"}))
+    selected = {key.name for key in context.selected_asset_check_keys}
+    checks = [c for c in checks if c.check_name in selected]
     yield dg.MaterializeResult(
         metadata={"path": ", ".join(paths), "workspace": ", ".join(chosen), "tables": len(counts),
                   "accounts_published": sum(c.published for c in accounts.values()),

@@ -218,7 +218,9 @@ def cmd_refresh(name: str | None, *, full: bool = False) -> int:
     with dagster_home() as home:
         outcome = runner.refresh(name, full=full)
     if outcome == 0:
-        runner.print_headline(config.duckdb_path(), dagster_home=home)
+        refreshed = [i for i in config.load_integrations() if name is None or i.name == name]
+        for workspace in dict.fromkeys(i.workspace for i in refreshed if i.workspace):
+            runner.print_headline(config.workspace_path(workspace), dagster_home=home)
     return outcome
 
 

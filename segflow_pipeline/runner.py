@@ -191,7 +191,9 @@ def refresh(integration: str | None = None, *, full: bool = False, out: TextIO |
         print(f"segflow: {problem}", file=err)
     if failures:
         for failure in failures:
-            print(failure_summary(failure, published, home), file=err)
+            workspace = workspace_of.get(failure.integration)  # each account's own workspace's file
+            print(failure_summary(failure, config.workspace_path(workspace, published=published) if workspace
+                                  else published, home), file=err)
     return 1 if failures or problems else 0
 
 

@@ -83,7 +83,8 @@ def test_a_workspace_file_holds_every_object_of_its_account(refreshed, emulator)
         con = duckdb.connect(str(root / where), read_only=True)
         try:
             for table in ("subscriptions", "customers", "invoices"):
-                assert con.execute(f"select count(*) from stripe.{table}").fetchone()[0] == counts[table], (where, table)
+                n = con.execute(f"select count(*) from stripe.{table}").fetchone()[0]
+                assert n == counts[table], (where, table)
         finally:
             con.close()
 
@@ -111,3 +112,19 @@ def test_runs_are_tagged_with_their_workspace(refreshed):
     assert {k: (v["segflow/integration"], v["segflow/workspace"]) for k, v in tags.items()} == {
         "acme": ("acme", "north"), "globex": ("globex", "south"), "initech": ("initech", "default"),
         "escaper": ("escaper", "none")}
+
+
+def test_refreshing_one_account_republishes_only_its_workspace_and_shows_its_file(refreshed):
+    root, env, _ = refreshed
+    north, south = (root / "data" / "workspaces" / w / "segflow.duckdb" for w in ("north", "south"))
+    default = root / "data" / "segflow.duckdb"
+    before = {p: p.stat().st_mtime_ns for p in (north, south, default)}
+    refresh = subprocess.run([str(BIN / "segflow"), "refresh", "--integration", "globex"], env=env, cwd=root,
+                             capture_output=True, text=True, timeout=600)
+    assert refresh.returncode == 0, refresh.stderr
+    assert f"DuckDB file  {south.resolve()}" in refresh.stdout and "integration 'globex'" in refresh.stdout
+    assert "integration 'acme'" not in refresh.stdout and "integration 'initech'" not in refresh.stdout
+    after = {p: p.stat().st_mtime_ns for p in before}
+    assert after[south] > before[south]
+    assert after[north] == before[north] and after[default] == before[default]
+    assert set().union(*integrations_in(south).values()) == {"globex"}

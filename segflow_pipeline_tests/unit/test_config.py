@@ -201,3 +201,10 @@ def test_a_workspace_file_never_leaves_its_directory(tmp_path, template, workspa
            config.WORKSPACE_PATH_TEMPLATE_ENV: template.replace("{base}", str(tmp_path))}
     with pytest.raises(config.ConfigError, match=re.escape(fragment)):
         config.workspace_path(workspace, env)
+
+
+@pytest.mark.parametrize("check", [config.check_name, config.check_workspace])
+def test_a_name_with_a_trailing_newline_is_refused(check):
+    # `$` also matches before a final newline: the rule must hold for the whole name
+    with pytest.raises(config.ConfigError, match=r"'acme\\n'"):
+        check("acme\n")

@@ -48,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add = isub.add_parser("add", help="validate the key (as `segflow check`) and save the integration")
     add.add_argument("name")
     add.add_argument("--key-env", required=True, help="environment variable that holds the key (not the key)")
+    add.add_argument("--workspace", default=config.DEFAULT_WORKSPACE,
+                     help="the workspace whose published file holds this account's data (default: default)")
     add.add_argument("--api-base", default=None)
     add.add_argument("--churn-recognition", choices=["canceled_at", "period_end"], default="canceled_at")
     add.add_argument("--discounts", choices=["forever", "all", "none"], default="forever")
@@ -184,7 +186,8 @@ def cmd_integrations_list() -> int:
             continue
         state = "key set" if i.api_key() else "KEY NOT SET"
         print(f"{i.name}\tkey_env={i.key_env} ({state})\tchurn_recognition={i.options.churn_recognition}\t"
-              f"discounts={i.options.discounts}" + (f"\tapi_base={i.api_base}" if i.api_base else ""))
+              f"discounts={i.options.discounts}" + (f"\tapi_base={i.api_base}" if i.api_base else "")
+              + f"\tworkspace={i.workspace}")
     for problem in unusable:
         print(f"-\tINVALID: {problem}")
     return 0
@@ -194,7 +197,9 @@ def cmd_integrations_add(args: argparse.Namespace) -> int:
     # The loader's own rules, before anything is checked or saved: what is saved always loads.
     config.check_name(args.name)
     config.check_key_env(args.key_env, "--key-env")
+    config.check_workspace(args.workspace, "--workspace")
     new = config.Integration(name=args.name, key_env=args.key_env, api_base=args.api_base,
+                             workspace=args.workspace,
                              options=config.MrrOptions(churn_recognition=args.churn_recognition,
                                                        discounts=args.discounts))
     if not check_integration(new):
@@ -213,7 +218,9 @@ def cmd_refresh(name: str | None, *, full: bool = False) -> int:
     with dagster_home() as home:
         outcome = runner.refresh(name, full=full)
     if outcome == 0:
-        runner.print_headline(config.duckdb_path(), dagster_home=home)
+        refreshed = [i for i in config.load_integrations() if name is None or i.name == name]
+        for workspace in dict.fromkeys(i.workspace for i in refreshed if i.workspace):
+            runner.print_headline(config.workspace_path(workspace), dagster_home=home)
     return outcome
 
 

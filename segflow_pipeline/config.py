@@ -11,6 +11,12 @@ One bad entry of the integrations file fails its own account only: an entry with
 `Integration` carrying the `problem` (file, line, fix), whose runs fail with it; an entry without one is listed by
 `read_integrations` so that `segflow refresh` reports it. The other accounts load and run. Names of accounts and of
 key variables follow one rule each (`check_name`, `check_key_env`), for the file and for `segflow integrations add`.
+
+Workspaces: each entry may name a `workspace` (default `default`); each workspace publishes its own file, which
+holds its own accounts' data and nobody else's. `default` publishes to SEGFLOW_DUCKDB_PATH; another workspace W to
+SEGFLOW_WORKSPACE_PATH_TEMPLATE with `{workspace}` replaced by W (default
+`<directory of SEGFLOW_DUCKDB_PATH>/workspaces/{workspace}/segflow.duckdb`), see `workspace_path`. Workspace names
+follow the rule of account names (`check_workspace`), so a name never leaves its directory.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ DEFAULT_DUCKDB_PATH = "data/segflow.duckdb"
 DEFAULT_INTEGRATIONS_FILE = "integrations.yaml"
 DEFAULT_BETS_FILE = "bets.yaml"
 DEFAULT_INTEGRATION = "default"
+DEFAULT_WORKSPACE = "default"
+WORKSPACE_PATH_TEMPLATE_ENV = "SEGFLOW_WORKSPACE_PATH_TEMPLATE"
+WORKSPACE_PLACEHOLDER = "{workspace}"
 AS_OF_ENV = "SEGFLOW_AS_OF"
 FX_RATES_ENV = "SEGFLOW_FX_RATES"
 REPORTING_CURRENCY_ENV = "SEGFLOW_REPORTING_CURRENCY"
@@ -77,6 +86,9 @@ class Integration:
     api_base: str | None = None
     options: MrrOptions = field(default_factory=MrrOptions)
     problem: str | None = None
+    # The workspace whose published file holds this account's data. Empty only for an entry whose workspace is
+    # refused (its `problem` says why): such an account is published in no workspace.
+    workspace: str = DEFAULT_WORKSPACE
 
     def api_key(self, environ: Mapping[str, str] | None = None) -> str:
         return (environ if environ is not None else os.environ).get(self.key_env, "")
@@ -85,6 +97,40 @@ class Integration:
 def duckdb_path(environ: Mapping[str, str] | None = None) -> Path:
     env = environ if environ is not None else os.environ
     return Path(env.get("SEGFLOW_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH)
+
+
+def workspace_path(workspace: str, environ: Mapping[str, str] | None = None, *,
+                   published: Path | None = None) -> Path:
+    """The file a workspace publishes to. `default`: SEGFLOW_DUCKDB_PATH (or `published`, the default workspace's
+    file when the caller already knows it). Any other workspace W: SEGFLOW_WORKSPACE_PATH_TEMPLATE with
+    `{workspace}` replaced by W, by default `<directory of the default file>/workspaces/{workspace}/segflow.duckdb`.
+
+    The result must lie inside the template's base directory (the part before `{workspace}`) and differ from the
+    default workspace's file; `ConfigError` otherwise, as for a name that breaks `check_workspace`."""
+    env = environ if environ is not None else os.environ
+    default = published if published is not None else duckdb_path(env)
+    if workspace == DEFAULT_WORKSPACE:
+        return default
+    check_workspace(workspace)
+    template = (env.get(WORKSPACE_PATH_TEMPLATE_ENV) or "").strip()
+    if not template:
+        template = str(default.parent / "workspaces" / WORKSPACE_PLACEHOLDER / "segflow.duckdb")
+    if WORKSPACE_PLACEHOLDER not in template:
+        raise ConfigError(f"{WORKSPACE_PATH_TEMPLATE_ENV}={template!r} does not contain {WORKSPACE_PLACEHOLDER}: "
+                          "every workspace would publish to one file; write e.g. "
+                          "/srv/segflow/workspaces/{workspace}/segflow.duckdb")
+    prefix = template.split(WORKSPACE_PLACEHOLDER, 1)[0]
+    base = Path(prefix) if prefix.endswith(("/", os.sep)) or not prefix else Path(prefix).parent
+    base = base.resolve()
+    path = Path(template.replace(WORKSPACE_PLACEHOLDER, workspace))
+    resolved = path.resolve()
+    if resolved == base or not resolved.is_relative_to(base):
+        raise ConfigError(f"workspace {workspace!r}: its file {resolved} would lie outside {base}, the directory "
+                          f"of {WORKSPACE_PATH_TEMPLATE_ENV}; fix the template or the workspace name")
+    if resolved == default.resolve():
+        raise ConfigError(f"workspace {workspace!r}: its file {resolved} is the default workspace's file "
+                          f"(SEGFLOW_DUCKDB_PATH); change {WORKSPACE_PATH_TEMPLATE_ENV} or the workspace name")
+    return path
 
 
 def parse_instant(text: str, where: str = AS_OF_ENV) -> dt.datetime:
@@ -170,9 +216,21 @@ def bets_file(environ: Mapping[str, str] | None = None) -> Path:
 
 def check_name(name: str, where: str = "integration name") -> None:
     """The rule for account names (they become partition keys, file names and check names)."""
-    if not NAME_PATTERN.match(name or ""):
+    if not NAME_PATTERN.fullmatch(name or ""):
         raise ConfigError(f"{where} {name!r} must be 1-63 lowercase letters, digits, '_' or '-', starting with a "
                           "letter or digit")
+
+
+def check_workspace(name: object, where: str = "workspace") -> None:
+    """The rule for workspace names: that of account names, since a workspace name becomes a directory name (no
+    '/', '..', leading dot, capitals or letters outside a-z); the message suggests a name that follows it."""
+    if isinstance(name, str) and NAME_PATTERN.fullmatch(name):
+        return
+    text = name if isinstance(name, str) else str(name)
+    fix = re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-_")[:63] or "acme"
+    raise ConfigError(f"{where} {text!r} is refused: a workspace name is 1-63 lowercase letters (a-z), digits, "
+                      "'_' or '-', starting with a letter or digit (no '/', '..', leading dot or accented letters), "
+                      f"e.g. workspace: {fix}")
 
 
 def check_key_env(name: str, where: str = "key_env") -> None:
@@ -209,8 +267,11 @@ def _entry(entry: Any, where: str) -> Integration:
         raise ConfigError(f"{where}: api_base must be a URL like https://api.stripe.com")
     if entry.get("options") is not None and not isinstance(entry.get("options"), dict):
         raise ConfigError(f"{where}: options must be a mapping, e.g. {{churn_recognition: period_end}}")
+    workspace = entry.get("workspace", DEFAULT_WORKSPACE)
+    check_workspace(workspace, f"{where}: workspace")
     return Integration(name=str(entry["name"]), key_env=key_env, api_base=api_base,
-                       options=MrrOptions.from_mapping(entry.get("options"), f"{where}: options"))
+                       options=MrrOptions.from_mapping(entry.get("options"), f"{where}: options"),
+                       workspace=workspace)
 
 
 def read_integrations(environ: Mapping[str, str] | None = None) -> tuple[list[Integration], list[str]]:
@@ -249,10 +310,22 @@ def read_integrations(environ: Mapping[str, str] | None = None) -> tuple[list[In
         try:
             result.append(_entry(entry, where))
         except ConfigError as exc:
-            result.append(Integration(name=str(name), key_env=str(entry.get("key_env") or ""), problem=str(exc)))
+            workspace = entry.get("workspace", DEFAULT_WORKSPACE)
+            result.append(Integration(name=str(name), key_env=str(entry.get("key_env") or ""), problem=str(exc),
+                                      workspace=workspace if isinstance(workspace, str)
+                                      and NAME_PATTERN.fullmatch(workspace) else ""))
     if not result:
         raise ConfigError("; ".join(unusable))
     return result, unusable
+
+
+def workspaces(integrations: list[Integration]) -> dict[str, list[Integration]]:
+    """The accounts of each workspace, in the file's order (accounts whose workspace is refused are in none)."""
+    result: dict[str, list[Integration]] = {}
+    for i in integrations:
+        if i.workspace:
+            result.setdefault(i.workspace, []).append(i)
+    return result
 
 
 def load_integrations(environ: Mapping[str, str] | None = None) -> list[Integration]:
@@ -265,6 +338,7 @@ def add_integration(new: Integration, environ: Mapping[str, str] | None = None) 
     broken one (it fails its own account until fixed)."""
     check_name(new.name)
     check_key_env(new.key_env)
+    check_workspace(new.workspace)
     path = integrations_file(environ)
     entries: list = []
     if path.exists():
@@ -280,6 +354,7 @@ def add_integration(new: Integration, environ: Mapping[str, str] | None = None) 
 
 def _document(i: Integration) -> dict:
     return {"name": i.name, "key_env": i.key_env,
+            **({"workspace": i.workspace} if i.workspace != DEFAULT_WORKSPACE else {}),
             **({"api_base": i.api_base} if i.api_base else {}),
             **({"options": {"churn_recognition": i.options.churn_recognition, "discounts": i.options.discounts}}
                if i.options != MrrOptions() else {})}

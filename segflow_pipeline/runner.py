@@ -157,6 +157,7 @@ def refresh(integration: str | None = None, *, full: bool = False, out: TextIO |
     defs = load_definitions()
     job = defs.resolve_job_def("daily_refresh_job").with_logger_defs({"segflow": one_line_logger})
     names = [i.name for i in INTEGRATIONS]
+    workspace_of = {i.name: i.workspace for i in INTEGRATIONS}
     if integration is not None and integration not in names:
         print(f"segflow: no integration named {integration!r}; configured: {', '.join(names)}", file=err)
         return 2
@@ -171,7 +172,8 @@ def refresh(integration: str | None = None, *, full: bool = False, out: TextIO |
                 result = job.execute_in_process(
                     instance=instance, run_config=run_config, raise_on_error=False,
                     partition_key=name if PARTITIONS is not None else None,
-                    tags={"segflow/integration": name, "segflow/trigger": "cli"},
+                    tags={"segflow/integration": name, "segflow/workspace": workspace_of[name] or "none",
+                          "segflow/trigger": "cli"},
                 )
             except KeyboardInterrupt:
                 return _interrupted(name, None, signals.last())
@@ -189,7 +191,9 @@ def refresh(integration: str | None = None, *, full: bool = False, out: TextIO |
         print(f"segflow: {problem}", file=err)
     if failures:
         for failure in failures:
-            print(failure_summary(failure, published, home), file=err)
+            workspace = workspace_of.get(failure.integration)  # each account's own workspace's file
+            print(failure_summary(failure, config.workspace_path(workspace, published=published) if workspace
+                                  else published, home), file=err)
     return 1 if failures or problems else 0
 
 

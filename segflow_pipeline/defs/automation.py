@@ -5,6 +5,7 @@ import os
 
 import dagster as dg
 
+from segflow_pipeline.config import Integration
 from segflow_pipeline.defs.integrations import INTEGRATIONS, PARTITIONS
 
 daily_refresh_job = dg.define_asset_job(
@@ -13,6 +14,12 @@ daily_refresh_job = dg.define_asset_job(
     partitions_def=PARTITIONS,
     description="Stripe → DuckDB → daily MRR → published file, for every configured account.",
 )
+
+
+def run_tags(integration: Integration) -> dict[str, str]:
+    """Tags of an account's run: the run queue allows one run per `segflow/integration` at a time (deploy/
+    dagster.yaml); `segflow/workspace` names the file the run publishes to ("none" for a refused workspace)."""
+    return {"segflow/integration": integration.name, "segflow/workspace": integration.workspace or "none"}
 
 
 @dg.schedule(
@@ -25,8 +32,8 @@ def daily_refresh_job_schedule(context: dg.ScheduleEvaluationContext):
     """One run per integration per day; a failing account fails only its own run."""
     day = context.scheduled_execution_time.strftime("%Y-%m-%d")
     if PARTITIONS is None:
-        yield dg.RunRequest(run_key=day, tags={"segflow/integration": INTEGRATIONS[0].name})
+        yield dg.RunRequest(run_key=day, tags=run_tags(INTEGRATIONS[0]))
         return
     for integration in INTEGRATIONS:
         yield dg.RunRequest(run_key=f"{day}:{integration.name}", partition_key=integration.name,
-                            tags={"segflow/integration": integration.name})
+                            tags=run_tags(integration))

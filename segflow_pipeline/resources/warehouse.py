@@ -1,7 +1,8 @@
 """`WarehouseResource`: DuckDB for the pipeline, over `warehouse.files` (per-integration working files, atomic publish).
 
-A `DuckDBResource` whose `database` is the published file (SEGFLOW_DUCKDB_PATH) that BI tools read; the pipeline
-itself writes the working file of one integration at a time and publishes by atomic rename.
+A `DuckDBResource` whose `database` is the published file (SEGFLOW_DUCKDB_PATH) of the default workspace; every
+other workspace publishes to its own file (`workspace_path`). The pipeline itself writes the working file of one
+integration at a time and publishes one workspace at a time by atomic rename.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import duckdb
 from dagster_duckdb import DuckDBResource
 
+from segflow_pipeline import config
 from segflow_pipeline.stripe_api.tables import TABLES
 from segflow_pipeline.warehouse import files, raw
 from segflow_pipeline.warehouse.comments import TableComment
@@ -27,6 +29,10 @@ class WarehouseResource(DuckDBResource):
     def published_path(self) -> Path:
         return Path(self.database)
 
+    def workspace_path(self, workspace: str = config.DEFAULT_WORKSPACE) -> Path:
+        """The file a workspace publishes to (`config.workspace_path`, relative to this resource's file)."""
+        return config.workspace_path(workspace, published=self.published_path)
+
     @contextlib.contextmanager
     def integration_connection(self, integration: str, heal: Callable[[str], None] | None = None
                                ) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -36,19 +42,22 @@ class WarehouseResource(DuckDBResource):
             yield con
 
     @contextlib.contextmanager
-    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-only connection to the published file (what BI tools see)."""
-        con = duckdb.connect(str(self.published_path), read_only=True)
+    def get_connection(self, workspace: str = config.DEFAULT_WORKSPACE) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection to a workspace's published file (what its BI tools see)."""
+        con = duckdb.connect(str(self.workspace_path(workspace)), read_only=True)
         try:
             yield con
         finally:
             con.close()
 
     def publish(self, integrations: list[str],
-                comments: Mapping[tuple[str, str], TableComment] | None = None) -> files.Publication:
+                comments: Mapping[tuple[str, str], TableComment] | None = None,
+                workspace: str = config.DEFAULT_WORKSPACE) -> files.Publication:
+        """Publish `integrations` (the accounts of `workspace`, and only those) to the workspace's file."""
         # A working file holds every raw table from its first sync on (`raw.ensure_tables`).
         return files.publish(self.published_path, integrations, timeout_s=self.lock_timeout_s,
-                             required=[f"{raw.SCHEMA}.{table}" for table in TABLES], comments=comments)
+                             required=[f"{raw.SCHEMA}.{table}" for table in TABLES], comments=comments,
+                             target=self.workspace_path(workspace))
 
-    def publish_reports(self, run_id: str) -> list[str]:
-        return files.publish_reports(self.published_path, run_id)
+    def publish_reports(self, run_id: str, workspace: str = config.DEFAULT_WORKSPACE) -> list[str]:
+        return files.publish_reports(self.published_path, run_id, self.workspace_path(workspace))

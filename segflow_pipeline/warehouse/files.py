@@ -16,9 +16,14 @@ Layout beside SEGFLOW_DUCKDB_PATH (the published file BI tools open):
   ready copy until its own run publishes. Readers that hold the old published file open keep their snapshot until
   they reconnect; nobody ever opens the published file for writing, so readers never block the pipeline and never
   see half a refresh.
+- Workspaces: each workspace publishes its own file (`target`, `config.workspace_path`), the union of its own
+  accounts' ready copies only, under a lock of its own (`<target dir>/.segflow/publish.lock`): a workspace's
+  publish never reads another workspace's accounts and never waits for another workspace's publish. Working files
+  and ready copies stay in one place per account, under `<dir>/.segflow/` (account names are unique across
+  workspaces). The default workspace's target is the published file itself.
 - Reports (charts, HTML) go with the data: a run writes them to `<dir>/.segflow/reports/<integration>.<run id>/`,
-  and only the publish step of that same run moves them to `<dir>/reports/<integration>/`. A run that fails before
-  publishing leaves the published reports as they were, matching the published file.
+  and only the publish step of that same run moves them to `reports/<integration>/` beside its workspace's file.
+  A run that fails before publishing leaves the published reports as they were, matching the published file.
 - One account's damaged files stay that account's problem. A copy replaces the last good ready copy only once it
   opens, is as long as DuckDB says it should be, and holds the working file's tables with the same row counts.
   An account whose working file cannot be used (damaged, or held open by another process) keeps its last good
@@ -113,19 +118,23 @@ def pending_reports_dir(published: Path, integration: str, run_id: str) -> Path:
     return state_dir(published) / "reports" / f"{integration}.{run_id}"
 
 
-def publish_reports(published: Path, run_id: str) -> list[str]:
-    """Move the reports the run `run_id` wrote into place, replacing each integration's previous ones; drop what
-    older runs left pending (they never published). Returns the integrations whose reports were published."""
+def publish_reports(published: Path, run_id: str, target: Path | None = None) -> list[str]:
+    """Move the reports the run `run_id` wrote into place beside `target` (its workspace's file, default
+    `published`), replacing each integration's previous ones; drop what older runs left pending (they never
+    published). Returns the integrations whose reports were published."""
     pending = state_dir(published) / "reports"
     done: list[str] = []
     for folder in sorted(pending.glob(f"*.{run_id}")) if pending.exists() else []:
         integration = folder.name[: -len(run_id) - 1]
-        target = reports_dir(published, integration)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        old = target.with_name(f".{target.name}.old-{run_id}")
-        if target.exists():
-            os.replace(target, old)
-        os.replace(folder, target)
+        target_dir = reports_dir(target or published, integration)
+        target_dir.parent.mkdir(parents=True, exist_ok=True)
+        # an account that moved to another workspace leaves its reports in the old one no more
+        if target is not None and target != published:
+            shutil.rmtree(reports_dir(published, integration), ignore_errors=True)
+        old = target_dir.with_name(f".{target_dir.name}.old-{run_id}")
+        if target_dir.exists():
+            os.replace(target_dir, old)
+        os.replace(folder, target_dir)
         shutil.rmtree(old, ignore_errors=True)
         for stale in pending.glob(f"{integration}.*"):
             shutil.rmtree(stale, ignore_errors=True)
@@ -302,21 +311,33 @@ class Publication:
     accounts: dict[str, AccountCopy]       # every account asked for, in the order asked
 
 
+def publish_lock(target: Path) -> Path:
+    """The lock a publish to `target` holds: one per published file, so one per workspace."""
+    return state_dir(target) / "publish.lock"
+
+
 def publish(published: Path, integrations: list[str], *, timeout_s: float = 600.0,
             required: Collection[str] = (),
-            comments: Mapping[tuple[str, str], TableComment] | None = None) -> Publication:
-    """Refresh the ready copies that are free, union every usable one into a new file and rename it over
-    `published`. An account whose copy cannot be made or read is left with its last good copy, or out; the others
-    are published all the same. `required`: tables (`schema.table`) a working file must hold to be copied.
+            comments: Mapping[tuple[str, str], TableComment] | None = None,
+            target: Path | None = None) -> Publication:
+    """Refresh the ready copies of `integrations` that are free, union every usable one into a new file and rename
+    it over `target` (a workspace's file; default `published`). `published` locates the working files and ready
+    copies (`state_dir`); only the copies of `integrations` are read, so a workspace's file holds its own accounts
+    and nobody else's. An account whose copy cannot be made or read is left with its last good copy, or out; the
+    others are published all the same. `required`: tables (`schema.table`) a working file must hold to be copied.
     `comments` (`comments.published_comments`) are written on the new file's tables and columns before it replaces
     the old one."""
+    target = published if target is None else target
     accounts = {name: refresh_ready_copy(published, name, required=required) for name in integrations}
-    published.parent.mkdir(parents=True, exist_ok=True)
-    tmp = published.with_name(f".{published.name}.tmp-{os.getpid()}")
-    with file_lock(state_dir(published) / "publish.lock", timeout_s=timeout_s, what="publishing"):
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise cannot_write(target.parent, exc) from None
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    with file_lock(publish_lock(target), timeout_s=timeout_s, what=f"publishing {target}"):
         # Only the holder of this lock writes a temporary file: any other one is what a publish killed half way
         # (kill -9, a lost machine) left behind, and nothing else would ever remove it.
-        for stale in published.parent.glob(f".{published.name}.tmp-*"):
+        for stale in target.parent.glob(f".{target.name}.tmp-*"):
             stale.unlink(missing_ok=True)
         # Each pass leaves out at least one more account or ends: at most one pass per account, plus one.
         for _ in range(len(integrations) + 1):
@@ -339,8 +360,8 @@ def publish(published: Path, integrations: list[str], *, timeout_s: float = 600.
                     con.close()
             break
         _fsync(tmp)
-        os.replace(tmp, published)
-        _fsync_dir(published.parent)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
     return Publication(counts, accounts)
 
 

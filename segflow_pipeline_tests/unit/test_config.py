@@ -1,4 +1,5 @@
 import datetime as dt
+import re
 
 import pytest
 
@@ -134,3 +135,76 @@ def test_as_of_unset_means_now_and_garbage_names_the_variable():
     assert config.as_of({}) is None and config.as_of({"SEGFLOW_AS_OF": " "}) is None
     with pytest.raises(config.ConfigError, match="SEGFLOW_AS_OF='yesterday' is not an ISO 8601 instant"):
         config.as_of({"SEGFLOW_AS_OF": "yesterday"})
+
+
+def test_workspaces_default_to_default_and_round_trip(tmp_path):
+    env = {"SEGFLOW_INTEGRATIONS_FILE": str(tmp_path / "integrations.yaml")}
+    saved = [config.Integration("acme", "K_ACME"), config.Integration("globex", "K_GLOBEX", workspace="globex-corp")]
+    config.save_integrations(saved, env)
+    loaded = config.load_integrations(env)
+    assert loaded == saved and [i.workspace for i in loaded] == ["default", "globex-corp"]
+    assert "workspace: globex-corp" in (tmp_path / "integrations.yaml").read_text()
+    assert {w: [i.name for i in its] for w, its in config.workspaces(loaded).items()} == {
+        "default": ["acme"], "globex-corp": ["globex"]}
+
+
+@pytest.mark.parametrize("workspace, shown", [
+    ("../other", "'../other'"), ("a/b", "'a/b'"), ("..", "'..'"), (".hidden", "'.hidden'"), ('""', "''"),
+    ("café", "'café'"), ("Acme", "'Acme'"), ("\"a\\nb\"", "'a\\nb'"), ("5", "'5'"), ("[x]", "\"['x']\""),
+], ids=["dotdot-slash", "slash", "dotdot", "leading-dot", "empty", "unicode", "capital", "newline", "number", "list"])
+def test_a_refused_workspace_fails_its_own_account_with_the_line_and_the_fix(tmp_path, workspace, shown):
+    path = tmp_path / "integrations.yaml"
+    path.write_text("integrations:\n" + GOOD + f"  - name: acme\n    key_env: K\n    workspace: {workspace}\n")
+    integrations, unusable = config.read_integrations({"SEGFLOW_INTEGRATIONS_FILE": str(path)})
+    assert unusable == [] and [(i.name, i.problem, i.workspace) for i in integrations][0] == ("good", None, "default")
+    bad = integrations[1]
+    assert bad.name == "acme" and bad.workspace == ""  # published in no workspace
+    assert f"{path}, line 4: workspace {shown} is refused" in bad.problem, bad.problem
+    assert "lowercase letters (a-z), digits, '_' or '-'" in bad.problem and "e.g. workspace: " in bad.problem
+    assert config.workspaces(integrations) == {"default": [integrations[0]]}
+
+
+def test_a_refused_workspace_suggests_a_name_that_follows_the_rule():
+    with pytest.raises(config.ConfigError, match="e.g. workspace: acme-corp$"):
+        config.check_workspace("../Acme Corp/", "--workspace")
+    with pytest.raises(config.ConfigError, match="^workspace 'x/y' is refused"):
+        config.add_integration(config.Integration("acme", "K", workspace="x/y"),
+                               {"SEGFLOW_INTEGRATIONS_FILE": "/nonexistent/i.yaml"})
+
+
+def test_integrations_add_refuses_a_bad_workspace_before_checking_the_key(tmp_path, monkeypatch, capsys):
+    from segflow_pipeline import cli
+
+    monkeypatch.setenv("SEGFLOW_INTEGRATIONS_FILE", str(tmp_path / "integrations.yaml"))
+    assert cli.main(["integrations", "add", "acme", "--key-env", "K_ACME", "--workspace", "../globex"]) == 2
+    assert "segflow: --workspace '../globex' is refused" in capsys.readouterr().err
+    assert not (tmp_path / "integrations.yaml").exists()
+
+
+def test_default_workspace_publishes_to_segflow_duckdb_path_and_others_to_the_template(tmp_path):
+    env = {"SEGFLOW_DUCKDB_PATH": str(tmp_path / "data" / "segflow.duckdb")}
+    assert config.workspace_path("default", env) == tmp_path / "data" / "segflow.duckdb"
+    assert config.workspace_path("acme", env) == tmp_path / "data" / "workspaces" / "acme" / "segflow.duckdb"
+    env[config.WORKSPACE_PATH_TEMPLATE_ENV] = str(tmp_path / "bi" / "{workspace}.duckdb")
+    assert config.workspace_path("acme", env) == tmp_path / "bi" / "acme.duckdb"
+    assert config.workspace_path("default", env) == tmp_path / "data" / "segflow.duckdb"
+
+
+@pytest.mark.parametrize("template, workspace, fragment", [
+    ("{base}/bi/segflow.duckdb", "acme", "does not contain {workspace}"),
+    ("{base}/bi/{workspace}/../../../x.duckdb", "acme", "would lie outside"),
+    ("{base}/data/{workspace}.duckdb", "segflow", "is the default workspace's file"),
+    ("{base}/bi/{workspace}/f.duckdb", "../x", "is refused"),
+], ids=["no-placeholder", "template-escapes", "collides-with-default", "bad-name"])
+def test_a_workspace_file_never_leaves_its_directory(tmp_path, template, workspace, fragment):
+    env = {"SEGFLOW_DUCKDB_PATH": str(tmp_path / "data" / "segflow.duckdb"),
+           config.WORKSPACE_PATH_TEMPLATE_ENV: template.replace("{base}", str(tmp_path))}
+    with pytest.raises(config.ConfigError, match=re.escape(fragment)):
+        config.workspace_path(workspace, env)
+
+
+@pytest.mark.parametrize("check", [config.check_name, config.check_workspace])
+def test_a_name_with_a_trailing_newline_is_refused(check):
+    # `$` also matches before a final newline: the rule must hold for the whole name
+    with pytest.raises(config.ConfigError, match=r"'acme\\n'"):
+        check("acme\n")

@@ -50,7 +50,7 @@ def mrr_report(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
         reporting_kpis = wh.read_table(con, "marts", "kpis_monthly_reporting", integration.name) if reporting else None
         forecast_tables = forecast_section.report_tables(con, integration.name)
     folder = wh_files.pending_reports_dir(duckdb.published_path, integration.name, context.run_id)
-    published = wh_files.reports_dir(duckdb.published_path, integration.name)
+    published = wh_files.reports_dir(duckdb.workspace_path(integration.workspace), integration.name)
     files = charts.write_report(folder, integration.name, daily, bridge,
                                 generated_at=run_as_of(context).replace(tzinfo=dt.timezone.utc),
                                 kpis=kpis, cohorts=cohorts, reporting_daily=reporting_daily,

@@ -265,3 +265,54 @@ def test_the_sync_moves_a_damaged_working_file_aside_and_starts_a_new_one(tmp_pa
     (aside,) = working.parent.glob("a.duckdb.damaged-*")
     assert aside.read_bytes() == damaged
     assert len(said) == 1 and str(aside) in said[0] and "rebuilds it with a full sync" in said[0]
+
+
+def _rows(path):
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute("select integration, v from metrics.t order by 1").fetchall()
+    finally:
+        con.close()
+
+
+def test_a_workspace_publishes_its_own_accounts_only_to_its_own_file(tmp_path):
+    published = tmp_path / "segflow.duckdb"
+    a_file, b_file = tmp_path / "workspaces" / "a" / "segflow.duckdb", tmp_path / "workspaces" / "b" / "segflow.duckdb"
+    _write(published, "acme", 1)
+    _write(published, "initech", 2)
+    _write(published, "globex", 3)
+    files.publish(published, ["acme", "initech"], target=a_file)
+    files.publish(published, ["globex"], target=b_file)
+    assert _rows(a_file) == [("acme", 1), ("initech", 2)]
+    assert _rows(b_file) == [("globex", 3)]
+    assert not published.exists()  # the default workspace was not published by either
+    # a later publish of b leaves a's file as it was, and reads globex's copy only
+    _write(published, "acme", 10)
+    files.publish(published, ["globex"], target=b_file)
+    assert _rows(a_file) == [("acme", 1), ("initech", 2)]
+    assert files.ready_path(published, "acme").stat().st_mtime_ns < files.working_path(published, "acme").stat(
+    ).st_mtime_ns  # acme's ready copy was not even refreshed by b's publish
+
+
+def test_publishing_one_workspace_never_takes_another_workspaces_lock(tmp_path):
+    published = tmp_path / "segflow.duckdb"
+    a_file, b_file = tmp_path / "workspaces" / "a" / "segflow.duckdb", tmp_path / "workspaces" / "b" / "segflow.duckdb"
+    _write(published, "acme", 1)
+    _write(published, "globex", 2)
+    assert files.publish_lock(a_file) != files.publish_lock(b_file) != files.publish_lock(published)
+    with files.file_lock(files.publish_lock(b_file), timeout_s=0, what="b"):  # b's publish is under way
+        files.publish(published, ["acme"], target=a_file, timeout_s=0)  # a's does not wait for it
+        files.publish(published, ["acme"], timeout_s=0)  # nor does the default workspace's
+        with pytest.raises(files.WarehouseBusy, match="publishing .*workspaces/b/segflow.duckdb is busy"):
+            files.publish(published, ["globex"], target=b_file, timeout_s=0)  # b's own lock is held
+    assert _rows(a_file) == [("acme", 1)] and _rows(published) == [("acme", 1)]
+    assert not b_file.exists()
+
+
+def test_reports_go_beside_their_workspace_file(tmp_path):
+    published = tmp_path / "segflow.duckdb"
+    target = tmp_path / "workspaces" / "a" / "segflow.duckdb"
+    _report(files.pending_reports_dir(published, "acme", "run1"), "new")
+    assert files.publish_reports(published, "run1", target) == ["acme"]
+    assert (files.reports_dir(target, "acme") / "mrr.html").read_text() == "new"
+    assert not files.reports_dir(published, "acme").exists()

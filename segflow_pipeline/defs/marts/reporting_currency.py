@@ -8,9 +8,9 @@ SEGFLOW_FX_RATES; without that setting nothing is computed and the table is abse
 import dagster as dg
 
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
-from segflow_pipeline.defs.metrics.reporting_currency import (MRR_DAILY_REPORTING, not_evaluated, read_rates,
-                                                              reporting_settings)
-from segflow_pipeline.defs.reporting import failure_metadata, preview
+from segflow_pipeline.defs.metrics.reporting_currency import (MRR_DAILY_REPORTING, absent_without_rates,
+                                                              check_results, read_rates, reporting_settings)
+from segflow_pipeline.defs.reporting import preview
 from segflow_pipeline.resources.warehouse import WarehouseResource
 from segflow_pipeline.transform import reporting_currency as rc
 from segflow_pipeline.warehouse import tables as wh
@@ -34,10 +34,7 @@ def kpis_monthly_reporting(context: dg.AssetExecutionContext, duckdb: WarehouseR
     settings = reporting_settings()
     with duckdb.integration_connection(integration.name) as con:
         if settings is None:
-            dropped = wh.drop_table(con, "marts", "kpis_monthly_reporting")
-            yield dg.MaterializeResult(metadata={"computed": False, "why": "SEGFLOW_FX_RATES is not set",
-                                                 "dropped_old_table": dropped},
-                                       check_results=not_evaluated(KPIS_MONTHLY_REPORTING, CHECKS))
+            yield absent_without_rates(con, "marts", "kpis_monthly_reporting", KPIS_MONTHLY_REPORTING, CHECKS)
             return
         rates = read_rates(settings)
         kpis = wh.read_table(con, "marts", "kpis_monthly", integration.name)
@@ -45,10 +42,7 @@ def kpis_monthly_reporting(context: dg.AssetExecutionContext, duckdb: WarehouseR
         frame = rc.kpis_reporting(kpis, daily, rates, settings.currency)
         failures = {"agrees_with_kpis_monthly": rc.conversion_mismatches(frame, kpis, rates, settings.currency),
                     "rates_in_range": rc.kpi_range_breaks(frame)}
-        results = [dg.AssetCheckResult(check_name=name, passed=bad.height == 0,
-                                       metadata=failure_metadata(bad) if bad.height else {"failing_rows": 0})
-                   for name, bad in failures.items()]
-        failed = [name for name, bad in failures.items() if bad.height]
+        results, failed = check_results(failures)
         if failed:
             yield from results
             raise dg.Failure(f"marts.kpis_monthly_reporting for '{integration.name}' fails {', '.join(failed)}; "

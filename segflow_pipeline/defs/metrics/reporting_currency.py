@@ -48,6 +48,23 @@ def not_evaluated(asset_key: dg.AssetKey, checks: dict[str, str]) -> list[dg.Ass
             for name in checks]
 
 
+def absent_without_rates(con, schema: str, table: str, asset_key: dg.AssetKey,
+                         checks: dict[str, str]) -> dg.MaterializeResult:
+    """Without SEGFLOW_FX_RATES the table is absent: an older copy is dropped and the checks are not evaluated."""
+    dropped = wh.drop_table(con, schema, table)
+    return dg.MaterializeResult(metadata={"computed": False, "why": "SEGFLOW_FX_RATES is not set",
+                                          "dropped_old_table": dropped},
+                                check_results=not_evaluated(asset_key, checks))
+
+
+def check_results(failures: dict[str, pl.DataFrame]) -> tuple[list[dg.AssetCheckResult], list[str]]:
+    """One result per check from its offending rows, and the names of those that failed."""
+    results = [dg.AssetCheckResult(check_name=name, passed=bad.height == 0,
+                                   metadata=failure_metadata(bad) if bad.height else {"failing_rows": 0})
+               for name, bad in failures.items()]
+    return results, [name for name, bad in failures.items() if bad.height]
+
+
 @dg.asset(key=MRR_DAILY_REPORTING, group_name="metrics", kinds={"polars", "duckdb"}, deps=[MRR_DAILY],
           partitions_def=PARTITIONS, description=rc.DAILY_REPORTING_DESCRIPTION,
           check_specs=[dg.AssetCheckSpec(name, asset=MRR_DAILY_REPORTING, blocking=True, description=text)
@@ -57,10 +74,7 @@ def mrr_daily_reporting(context: dg.AssetExecutionContext, duckdb: WarehouseReso
     settings = reporting_settings()
     with duckdb.integration_connection(integration.name) as con:
         if settings is None:
-            dropped = wh.drop_table(con, "metrics", "mrr_daily_reporting")
-            yield dg.MaterializeResult(metadata={"computed": False, "why": "SEGFLOW_FX_RATES is not set",
-                                                 "dropped_old_table": dropped},
-                                       check_results=not_evaluated(MRR_DAILY_REPORTING, CHECKS))
+            yield absent_without_rates(con, "metrics", "mrr_daily_reporting", MRR_DAILY_REPORTING, CHECKS)
             return
         rates = read_rates(settings)
         daily = wh.read_table(con, "metrics", "mrr_daily", integration.name)
@@ -69,10 +83,7 @@ def mrr_daily_reporting(context: dg.AssetExecutionContext, duckdb: WarehouseReso
         failures = {"rates_cover_every_day": missing}  # without every rate there is nothing to count days of
         if frame is not None:
             failures["one_row_per_day"] = rc.reporting_gaps(frame, daily)
-        results = [dg.AssetCheckResult(check_name=name, passed=bad.height == 0,
-                                       metadata=failure_metadata(bad) if bad.height else {"failing_rows": 0})
-                   for name, bad in failures.items()]
-        failed = [name for name, bad in failures.items() if bad.height]
+        results, failed = check_results(failures)
         if failed:
             yield from results
             reason = (rc.missing_rates_message(missing, settings.currency) if missing.height

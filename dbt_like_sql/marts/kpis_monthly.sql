@@ -57,41 +57,9 @@ with months as (
     from marts.mrr_monthly
 ),
 
-current_months as (
-    select integration, currency, max(month) as current_month
-    from months
-    group by integration, currency
-),
-
-changes as (
-    -- each customer's MRR holds from the day it changed until the day before its next change
-    select
-        integration,
-        currency,
-        customer,
-        date,
-        mrr,
-        lead(date) over (partition by integration, currency, customer order by date) as next_date
-    from metrics.mrr_customer_movements
-),
-
 month_ends as (
-    -- a customer's MRR at the end of each month it ends with MRR > 0: a change on day D holds at the end of every
-    -- month from D's to the month before its next change (or to the current month)
-    select
-        c.integration,
-        c.currency,
-        c.customer,
-        c.mrr,
-        unnest(generate_series(
-            date_trunc('month', c.date)::timestamp,
-            coalesce(date_trunc('month', c.next_date) - interval 1 month, m.current_month)::timestamp,
-            interval 1 month
-        ))::date as month
-    from changes as c
-    join current_months as m
-        on m.integration = c.integration and m.currency = c.currency
-    where c.mrr > 0
+    select integration, currency, customer, month, mrr
+    from marts.customer_mrr_monthly
 ),
 
 cohorts as (

@@ -182,8 +182,17 @@ def failures(con: duckdb.DuckDBPyConnection, name: str) -> dict[str, pl.DataFram
 
 
 def test_every_check_holds_on_the_story(warehouse: duckdb.DuckDBPyConnection) -> None:
-    for name in ("kpis_monthly", "cohort_retention", "movement_customers"):
+    for name in ("customer_mrr_monthly", "kpis_monthly", "cohort_retention", "movement_customers"):
         assert failures(warehouse, name) == {}, name
+
+
+def test_customer_month_ends(warehouse: duckdb.DuckDBPyConnection) -> None:
+    ends = build_marts(warehouse)["customer_mrr_monthly"].filter(pl.col("currency") == "usd")
+    by_month = ends.group_by("month").agg(pl.col("mrr").sum(), pl.len().alias("customers")).sort("month")
+    monthly = build_marts(warehouse)["mrr_monthly"].filter(pl.col("currency") == "usd").sort("month")
+    # the same month ends as metrics.mrr_daily, from the other table
+    assert by_month.rows() == monthly.select("month", "mrr", pl.col("paying_customers").cast(pl.UInt32)).rows()
+    assert ends["mrr"].min() > 0
 
 
 def test_a_customer_movement_that_disagrees_with_mrr_daily_fails_the_cross_checks(
@@ -197,6 +206,11 @@ def test_a_customer_movement_that_disagrees_with_mrr_daily_fails_the_cross_check
     # February's expansion (40 vs 30), and March's start (A at 140) and end disagree
     assert sorted(kpis["agrees_with_mrr_daily"]["kpis_month"].to_list()) == [FEB, MAR]
     assert set(failures(warehouse, "cohort_retention")) == {"cohorts_add_up_to_mrr_daily"}
+    ends = failures(warehouse, "customer_mrr_monthly")
+    assert set(ends) == {"adds_up_to_mrr_daily"}
+    # A at 140 instead of 130 from February's end on
+    assert ends["adds_up_to_mrr_daily"].filter(pl.col("currency") == "usd").select(
+        "month", "mrr", "customers_mrr").rows() == [(FEB, D("200.00"), D("210.00")), (MAR, D("230.00"), D("240.00"))]
     drill = failures(warehouse, "movement_customers")
     assert set(drill) == {"sums_to_the_bridge"}
     assert drill["sums_to_the_bridge"].select("month", "expansion_mrr", "customers_expansion_mrr").rows() == [
@@ -207,6 +221,7 @@ def test_a_missing_customer_movement_fails_the_cohort_checks(warehouse: duckdb.D
     warehouse.execute("delete from metrics.mrr_customer_movements where customer = 'cus_c'")
     assert "agrees_with_mrr_daily" in failures(warehouse, "kpis_monthly")
     assert set(failures(warehouse, "cohort_retention")) == {"cohorts_add_up_to_mrr_daily"}
+    assert set(failures(warehouse, "customer_mrr_monthly")) == {"adds_up_to_mrr_daily"}
     assert set(failures(warehouse, "movement_customers")) == {"sums_to_the_bridge"}
 
 

@@ -31,105 +31,31 @@
 -- @col contraction_mrr: share of the day's contraction MRR (a positive amount)
 -- @col churned_mrr: share of the day's churned MRR (a positive amount)
 -- @col net_new_mrr: new + expansion + reactivation - contraction - churned
-with items as (
-    select
-        i.integration,
-        s.customer,
-        p.currency,
-        i.subscription,
-        sp.counts_from,
-        sp.counts_until,
-        i.price,
-        p.product,
-        p.billing_scheme,
-        p.tiers_mode,
-        coalesce(p.unit_amount_decimal, p.unit_amount) as unit_amount,
-        p.recurring_interval,
-        coalesce(p.recurring_interval_count, 1) as interval_count,
-        case
-            when p.transform_quantity_divide_by is null then coalesce(i.quantity, 1)
-            when p.transform_quantity_round = 'down' then floor(coalesce(i.quantity, 1) / p.transform_quantity_divide_by)
-            else ceil(coalesce(i.quantity, 1) / p.transform_quantity_divide_by)
-        end::bigint as billed_quantity
-    from stripe.subscription_items as i
-    join stripe.subscriptions as s
-        on s.integration = i.integration and s.id = i.subscription
-    join stripe.prices as p
-        on p.integration = i.integration and p.id = i.price
-    left join marts.subscription_periods as sp
-        on sp.integration = i.integration and sp.subscription = i.subscription
-    where coalesce(p.recurring_usage_type, 'licensed') = 'licensed'
-        and p.recurring_interval is not null
-        and s.customer is not null
-),
-
-tiers as (
+with weighted_items as (
+    -- weight = list-price MRR in minor units (marts.subscription_item_mrr), as a whole number of millionths (exact
+    -- integer shares below)
     select
         integration,
+        customer,
+        currency,
+        subscription,
+        counts_from,
+        counts_until,
         price,
-        tier_index,
-        up_to,
-        coalesce(lag(up_to) over (partition by integration, price order by tier_index), 0) as above,
-        coalesce(unit_amount_decimal, unit_amount, 0) as unit_amount,
-        coalesce(flat_amount_decimal, flat_amount, 0) as flat_amount
-    from stripe.price_tiers
-),
-
-tiered_amounts as (
-    select
-        i.integration,
-        i.subscription,
-        i.price,
-        sum(
-            case
-                when i.tiers_mode = 'volume' then
-                    case when i.billed_quantity > t.above and (t.up_to is null or i.billed_quantity <= t.up_to)
-                        then t.unit_amount * i.billed_quantity + t.flat_amount else 0 end
-                when i.billed_quantity > t.above then
-                    t.unit_amount * (least(i.billed_quantity, coalesce(t.up_to, i.billed_quantity)) - t.above)
-                    + t.flat_amount
-                else 0
-            end
-        ) as period_amount
-    from items as i
-    join tiers as t
-        on t.integration = i.integration and t.price = i.price
-    where i.billing_scheme = 'tiered'
-    group by i.integration, i.subscription, i.price
-),
-
-weighted_items as (
-    -- weight = list-price MRR in minor units, as a whole number of millionths (exact integer shares below)
-    select
-        i.integration,
-        i.customer,
-        i.currency,
-        i.subscription,
-        i.counts_from,
-        i.counts_until,
-        i.price,
-        i.product,
+        product,
         case
-            when i.recurring_interval = 'month' and i.interval_count = 1 then 'monthly'
-            when i.recurring_interval = 'month' and i.interval_count = 3 then 'quarterly'
-            when i.recurring_interval = 'month' and i.interval_count = 6 then 'semiannual'
-            when i.recurring_interval = 'month' and i.interval_count = 12 then 'yearly'
-            when i.recurring_interval = 'year' and i.interval_count = 1 then 'yearly'
-            when i.recurring_interval = 'week' and i.interval_count = 1 then 'weekly'
-            when i.recurring_interval = 'day' and i.interval_count = 1 then 'daily'
-            else 'every ' || i.interval_count || ' ' || i.recurring_interval || 's'
+            when recurring_interval = 'month' and recurring_interval_count = 1 then 'monthly'
+            when recurring_interval = 'month' and recurring_interval_count = 3 then 'quarterly'
+            when recurring_interval = 'month' and recurring_interval_count = 6 then 'semiannual'
+            when recurring_interval = 'month' and recurring_interval_count = 12 then 'yearly'
+            when recurring_interval = 'year' and recurring_interval_count = 1 then 'yearly'
+            when recurring_interval = 'week' and recurring_interval_count = 1 then 'weekly'
+            when recurring_interval = 'day' and recurring_interval_count = 1 then 'daily'
+            else 'every ' || recurring_interval_count || ' ' || recurring_interval || 's'
         end as billing_interval,
-        cast(round(
-            case when i.billing_scheme = 'tiered' then coalesce(a.period_amount, 0)
-                 else coalesce(i.unit_amount, 0) * i.billed_quantity end
-            * case i.recurring_interval when 'week' then 52 when 'day' then 365 else 1 end
-            / (case i.recurring_interval when 'year' then 12 when 'week' then 12 when 'day' then 12 else 1 end
-               * i.interval_count)
-            * 1000000
-        ) as hugeint) as weight
-    from items as i
-    left join tiered_amounts as a
-        on a.integration = i.integration and a.subscription = i.subscription and a.price = i.price
+        cast(coalesce(list_mrr_minor, 0) * 1000000 as hugeint) as weight
+    from marts.subscription_item_mrr
+    where customer is not null
 ),
 
 moves as (

@@ -135,8 +135,10 @@ def test_a_failing_check_ends_in_one_summary_and_changes_nothing_published(demo)
     assert "What to do: Look the rows' subscriptions" in mrr
     product = blocks["marts/mrr_by_product · not_null"]
     product = " ".join(product.split())
-    assert re.search(r"quantity=10000000000000\d\d\b", product)  # the corrupted item (plus any others of that price) and "dbt_like_sql/marts/mrr_by_product.sql" in product
-    assert "stripe.subscription_items" in product  # where to look: the tables the model reads
+    assert re.search(r"quantity=10000000000000\d\d\b", product)  # the corrupted item (plus any others of that price)
+    assert "dbt_like_sql/marts/mrr_by_product.sql" in product
+    # where to look: the tables the model reads, among them the item prices, where the corrupted quantity shows
+    assert "marts.subscription_item_mrr" in product and "stripe.prices" in product
     assert "the published file keeps its previous data" in summary and "make ui" in summary
     # No stack trace for a check that failed on purpose; the live log says where the details are.
     assert "Stack Trace" not in text and "Traceback" not in text and 'File "' not in text

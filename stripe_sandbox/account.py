@@ -10,6 +10,10 @@ generated objects.
 Objects are stored compactly and rendered to the current API version's shapes (the key sets of Stripe's own
 fixtures) on first access; the encoded JSON is cached per object and expansion variant. `mutate` changes a
 fraction of subscriptions as real customers would and appends the matching events, for incremental-sync tests.
+
+This module is the store (records, id maps, list tables, the encoded cache) and its two entry points; the
+simulation is `simulation.Generator` (scenarios in `plans`, invoices and events in `invoicing`, later changes in
+`live`), and the renderers are the mixins `objects.CatalogObjects` and `billing_objects.BillingObjects`.
 """
 
 from __future__ import annotations

@@ -39,13 +39,13 @@ from stripe_sandbox.records import (
     Customer,
     Discount,
     Event,
+    Ids,
     Invoice,
     Line,
     Segment,
     State,
     Sub,
-    _b62,
-    _Ids,
+    b62,
 )
 from stripe_sandbox.simulation import Generator
 
@@ -56,8 +56,8 @@ class SandboxAccount(BillingObjects, CatalogObjects):
     def __init__(self, seed: int, now: int, livemode: bool) -> None:
         self.seed, self.now, self.livemode = seed, now, livemode
         self.rng = random.Random(seed)
-        self.ids = _Ids(self.rng)
-        self.account_id = "acct_1" + self.ids.tag + _b62(seed % 3844**3, 3)[:5]
+        self.ids = Ids(self.rng)
+        self.account_id = "acct_1" + self.ids.tag + b62(seed % 3844**3, 3)[:5]
         self.name = "Segflow Sandbox SaaS Inc." if not livemode else "Segflow Sandbox (live, empty)"
         self.products: list[cat.Product] = []
         self.prices: list[cat.Price] = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from stripe_sandbox.records import _PAIRS, Customer, Event, Invoice, Line, State, Sub
+from stripe_sandbox.records import PAIRS, Customer, Event, Invoice, Line, State, Sub
 
 
 class Invoicing:
@@ -30,16 +30,16 @@ class Invoicing:
                 if p.usage_type == "metered":
                     if metered_from is not None:
                         usage = rng.randint(0, 40000)
-                        lines.append(new(Line, (stem + _PAIRS[k], "metered", it.id, it.price, usage, p.amount(usage),
+                        lines.append(new(Line, (stem + PAIRS[k], "metered", it.id, it.price, usage, p.amount(usage),
                                                 metered_from, created, None, (), created)))
                     continue
                 amount = 0 if kind == "trial" else p.amount(it.quantity or 0)
-                lines.append(new(Line, (stem + _PAIRS[k], kind, it.id, it.price, it.quantity, amount,
+                lines.append(new(Line, (stem + PAIRS[k], kind, it.id, it.price, it.quantity, amount,
                                         line_period[0], line_period[1], None, (), created)))
         lines.extend(extra)
         if reason == "subscription_create" and kind == "sub" and self._wants_fee(sub):
             fee = self.special["Implementation fee"]
-            lines.append(Line(stem + _PAIRS[3000], "oneoff", None, fee.idx, 1, fee.unit_amount or 0, created,
+            lines.append(Line(stem + PAIRS[3000], "oneoff", None, fee.idx, 1, fee.unit_amount or 0, created,
                               created, ids.long("ii", created), (), created))
         subtotal = sum(ln.amount for ln in lines)
         # ---- discounts in effect at `created`

@@ -15,19 +15,20 @@ from stripe_sandbox._time import DAY
 EVENT_WINDOW_S = 30 * DAY  # Stripe keeps events for 30 days.
 
 _ALPHA = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_PAIRS = [a + b for a in _ALPHA for b in _ALPHA]
+PAIRS = [a + b for a in _ALPHA for b in _ALPHA]  # the 3,844 two-character base-62 digits, in order
 _B62_8 = 62**8
 
 
-def _b62(n: int, pairs: int) -> str:
+def b62(n: int, pairs: int) -> str:
+    """`n` in base 62, written with `pairs` two-character digits."""
     out = []
     for _ in range(pairs):
         n, r = divmod(n, 3844)
-        out.append(_PAIRS[r])
+        out.append(PAIRS[r])
     return "".join(reversed(out))
 
 
-class _Ids:
+class Ids:
     """Stripe-looking ids: a time part (so ids sort roughly by creation, as Stripe's do), an account tag, and a
     scrambled counter. Deterministic for a seed."""
 
@@ -37,13 +38,13 @@ class _Ids:
 
     def long(self, prefix: str, t: int) -> str:
         n = self.n = (self.n + 0x2545F4914F6CDD1D) % _B62_8
-        P = _PAIRS
+        P = PAIRS
         return (f"{prefix}_{P[t // 14776336 % 3844]}{P[t // 3844 % 3844]}{P[t % 3844]}{self.tag}"
                 f"{P[n // 56800235584 % 3844]}{P[n // 14776336 % 3844]}{P[n // 3844 % 3844]}{P[n % 3844]}")
 
     def short(self, prefix: str, t: int) -> str:
         n = self.n = (self.n + 0x2545F4914F6CDD1D) % _B62_8
-        P = _PAIRS
+        P = PAIRS
         return (f"{prefix}_{P[t // 14776336 % 3844]}{P[t // 3844 % 3844]}{P[t % 3844]}"
                 f"{P[n // 56800235584 % 3844]}{P[n // 14776336 % 3844]}{P[n // 3844 % 3844]}{P[n % 3844]}")
 

@@ -135,7 +135,7 @@ def _int(value: str, param: str) -> int:
         raise ApiError(400, f"Invalid integer: {value}", param=param) from None
 
 
-class _Router:
+class Router:
     """Maps one authenticated GET to the account's data."""
 
     def __init__(self, server: EmulatorServer, account: SandboxAccount, key: str) -> None:

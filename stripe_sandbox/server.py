@@ -32,7 +32,7 @@ from typing import Any
 
 from stripe_sandbox.account import SandboxAccount, build_account
 from stripe_sandbox.objects import API_VERSION
-from stripe_sandbox.router import SUBSCRIPTION_PERMISSION, ApiError, _Router, mask_key
+from stripe_sandbox.router import SUBSCRIPTION_PERMISSION, ApiError, Router, mask_key
 
 KEY_RE = re.compile(r"(sk|rk)_(test|live)_[A-Za-z0-9_]{4,}")
 
@@ -50,9 +50,8 @@ SANDBOX_KEYS: dict[str, str] = {
 
 _HTML_502 = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway"
              b"</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
-
-
 _UNSET: Any = object()
+
 
 class _Bucket:
     __slots__ = ("rate", "tokens", "last")
@@ -271,7 +270,7 @@ class EmulatorServer:
                                "contact support@stripe.com.", type_="api_error")
             # The account lock keeps a page consistent while `mutate` swaps the account's indexes.
             with account.lock:
-                body = _Router(self, account, key).route(target)
+                body = Router(self, account, key).route(target)
             status, ctype = 200, "application/json"
             if self.bad_body_rate > 0 and self._draw() < self.bad_body_rate:
                 if self._draw() < 0.5:

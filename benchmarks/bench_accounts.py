@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from segflow_pipeline.sandbox.server import EmulatorServer  # noqa: E402
+from stripe_sandbox.server import EmulatorServer  # noqa: E402
 from segflow_pipeline_tests.deploy import harness  # noqa: E402
 
 

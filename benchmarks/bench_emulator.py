@@ -21,8 +21,8 @@ from typing import Any
 
 import orjson
 
-from segflow_pipeline.sandbox.account import build_account
-from segflow_pipeline.sandbox.server import EmulatorServer
+from stripe_sandbox.account import build_account
+from stripe_sandbox.server import EmulatorServer
 
 KEY = "sk_test_sandbox_full"
 NOW = 1767225600

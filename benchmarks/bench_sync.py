@@ -35,8 +35,8 @@ import stripe
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from segflow_pipeline.sandbox.account import build_account  # noqa: E402
-from segflow_pipeline.sandbox.server import EmulatorServer  # noqa: E402
+from stripe_sandbox.account import build_account  # noqa: E402
+from stripe_sandbox.server import EmulatorServer  # noqa: E402
 from segflow_pipeline.stripe_api import objects  # noqa: E402
 from segflow_pipeline.stripe_api.client import StripeReader  # noqa: E402
 from segflow_pipeline.stripe_api.sync import sync_account  # noqa: E402

@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from segflow_pipeline.sandbox.account import SandboxAccount, build_account  # noqa: E402
-from segflow_pipeline.sandbox.server import EmulatorServer  # noqa: E402
+from stripe_sandbox.account import SandboxAccount, build_account  # noqa: E402
+from stripe_sandbox.server import EmulatorServer  # noqa: E402
 
 
 @dataclass(frozen=True)

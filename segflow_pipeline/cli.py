@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "integrations":
             return cmd_integrations_list() if args.action == "list" else cmd_integrations_add(args)
         if args.command == "sandbox":
-            from segflow_pipeline.sandbox.server import serve_forever
+            from stripe_sandbox.server import serve_forever
             now = _epoch(config.parse_instant(args.now, "--now")) if args.now else None
             serve_forever(port=args.port, n_subscriptions=args.subscriptions, seed=args.seed,
                           latency_s=args.latency, rate_limit_per_s=args.rate_limit, error_rate=args.error_rate,
@@ -293,8 +293,8 @@ class Sandbox:
 def sandbox_environment(n_subscriptions: int, now: int | None = None) -> Iterator[str]:
     """Start the emulator with the sandbox account (built at `now`, epoch seconds, default the current time) and
     point the pipeline at it, for the life of the block."""
-    from segflow_pipeline.sandbox.account import SANDBOX_KEYS, build_account
-    from segflow_pipeline.sandbox.server import EmulatorServer
+    from stripe_sandbox.account import build_account
+    from stripe_sandbox.server import SANDBOX_KEYS, EmulatorServer
 
     key = next(k for k in SANDBOX_KEYS if k.startswith("sk_test_"))
     account = build_account(n_subscriptions=n_subscriptions, seed=SANDBOX_SEED, now=now)

@@ -45,7 +45,7 @@ REPORTING_CURRENCY_ENV = "SEGFLOW_REPORTING_CURRENCY"
 DEFAULT_REPORTING_CURRENCY = "usd"
 # Illustrative usd rates for eur and jpy, one a month from 2000 to 2040, so that the demo on the sandbox (which can be
 # built at any date) shows a reporting currency. Never used unless the demo runs on the sandbox.
-SANDBOX_FX_RATES = Path(__file__).resolve().parent / "sandbox" / "fx_rates.csv"
+SANDBOX_FX_RATES = Path(__file__).resolve().parents[1] / "stripe_sandbox" / "fx_rates.csv"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # Environment variable names as shells and the pipeline's own variables write them.
 KEY_ENV_PATTERN = re.compile(r"[A-Z_][A-Z0-9_]*")

@@ -13,7 +13,7 @@ import collections
 
 import pytest
 
-from segflow_pipeline.sandbox.server import EmulatorServer
+from stripe_sandbox.server import EmulatorServer
 
 WRITE_PROBE = "emulator_write_probe"
 

@@ -21,36 +21,42 @@ def lint_imports(root: Path) -> subprocess.CompletedProcess:
 def test_every_import_contract_is_kept():
     out = lint_imports(PROJECT)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "Contracts: 6 kept, 0 broken." in " ".join(out.stdout.split()), out.stdout
+    assert "Contracts: 7 kept, 0 broken." in " ".join(out.stdout.split()), out.stdout
 
 
 # One new import per contract, each against a rule it must catch (so no contract is one that cannot fail).
 BREAKS = [
-    ("transform/currency.py", "import dagster as dg", "Pure packages, the charts and the emulator never import Dagster"),
-    ("warehouse/files.py", "import dagster_duckdb", "Pure packages, the charts and the emulator never import Dagster"),
-    ("transform/money.py", "import duckdb", "transform does no I/O: it never imports DuckDB"),
-    ("resources/stripe.py", "from segflow_pipeline.defs import clock",
+    ("segflow_pipeline/transform/currency.py", "import dagster as dg",
+     "Pure packages, the charts and the emulator never import Dagster"),
+    ("segflow_pipeline/warehouse/files.py", "import dagster_duckdb",
+     "Pure packages, the charts and the emulator never import Dagster"),
+    ("stripe_sandbox/listing.py", "import dagster as dg",
+     "Pure packages, the charts and the emulator never import Dagster"),
+    ("segflow_pipeline/transform/money.py", "import duckdb", "transform does no I/O: it never imports DuckDB"),
+    ("segflow_pipeline/resources/stripe.py", "from segflow_pipeline.defs import clock",
      "Imports point one way: cli -> runner -> defs -> resources -> pure packages"),
-    ("transform/live.py", "from segflow_pipeline.stripe_api import keys",
+    ("segflow_pipeline/transform/live.py", "from segflow_pipeline.stripe_api import keys",
      "transform takes plain frames: it never imports stripe_api"),
-    ("stripe_api/keys.py", "from segflow_pipeline.warehouse import files",
+    ("segflow_pipeline/stripe_api/keys.py", "from segflow_pipeline.warehouse import files",
      "stripe_api and warehouse do not import each other"),
-    ("sandbox/listing.py", "from segflow_pipeline import config",
-     "The Stripe emulator (sandbox) imports nothing else of segflow_pipeline"),
+    ("stripe_sandbox/listing.py", "from segflow_pipeline import config",
+     "The Stripe emulator (stripe_sandbox) imports nothing of segflow_pipeline"),
+    ("segflow_pipeline/runner.py", "from stripe_sandbox.server import EmulatorServer",
+     "The pipeline reaches the emulator over HTTP: only the CLI imports stripe_sandbox, to start it"),
 ]
 
 
 @pytest.mark.parametrize(("module", "line", "contract"), BREAKS, ids=[f"{m}:{line}" for m, line, _ in BREAKS])
 def test_a_new_forbidden_import_breaks_its_contract(tmp_path, module, line, contract):
     shutil.copy(PROJECT / "pyproject.toml", tmp_path / "pyproject.toml")
-    shutil.copytree(PROJECT / "segflow_pipeline", tmp_path / "segflow_pipeline",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.csv"))
+    for package in ("segflow_pipeline", "stripe_sandbox"):  # the two root packages of the contracts
+        shutil.copytree(PROJECT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__", "*.csv"))
     assert lint_imports(tmp_path).returncode == 0  # the copy is clean before the new import
-    with open(tmp_path / "segflow_pipeline" / module, "a") as f:
+    with open(tmp_path / module, "a") as f:
         f.write(f"\n{line}\n")
     out = lint_imports(tmp_path)
     assert out.returncode == 1, out.stdout + out.stderr
     report = " ".join(out.stdout.split())  # long lines may be wrapped
     assert f"{contract} BROKEN" in report, out.stdout
-    assert "Contracts: 5 kept, 1 broken." in report, out.stdout
+    assert "Contracts: 6 kept, 1 broken." in report, out.stdout
 

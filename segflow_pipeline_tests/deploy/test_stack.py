@@ -13,7 +13,7 @@ import duckdb
 import pytest
 from dagster import DagsterEventType
 
-from segflow_pipeline.sandbox.server import EmulatorServer
+from stripe_sandbox.server import EmulatorServer
 from segflow_pipeline.stripe_api.keys import mask
 from segflow_pipeline_tests.deploy import harness
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from segflow_pipeline.sandbox.account import build_account
-from segflow_pipeline.sandbox.server import EmulatorServer
+from stripe_sandbox.account import build_account
+from stripe_sandbox.server import EmulatorServer
 
 PROJECT = Path(__file__).resolve().parents[2]
 CHECK_CONTRACT = PROJECT.parent / "shared" / "tools" / "check_contract.py"

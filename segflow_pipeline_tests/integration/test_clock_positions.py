@@ -20,8 +20,8 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 import stripe
 
-from segflow_pipeline.sandbox.account import build_account
-from segflow_pipeline.sandbox.server import EmulatorServer
+from stripe_sandbox.account import build_account
+from stripe_sandbox.server import EmulatorServer
 from segflow_pipeline_tests.integration.clock_worker import Outcome, Position, run_positions
 
 SUBSCRIPTIONS = 60

@@ -15,8 +15,8 @@ import dagster as dg
 import duckdb
 import pytest
 
-from segflow_pipeline.sandbox.account import build_account
-from segflow_pipeline.sandbox.server import EmulatorServer
+from stripe_sandbox.account import build_account
+from stripe_sandbox.server import EmulatorServer
 from segflow_pipeline_tests.integration.conftest import PROJECT
 
 BIN = Path(sys.executable).parent

@@ -21,8 +21,9 @@ import orjson
 import pytest
 import stripe
 
-from segflow_pipeline.sandbox.account import EVENT_WINDOW_S, SANDBOX_KEYS, build_account
-from segflow_pipeline.sandbox.server import EmulatorServer
+from stripe_sandbox.account import build_account
+from stripe_sandbox.records import EVENT_WINDOW_S
+from stripe_sandbox.server import SANDBOX_KEYS, EmulatorServer
 
 FIXTURES = Path("/work/shared/stripe/fixtures3.json")
 NOW = 1767225600  # 2026-01-01T00:00:00Z: a fixed clock keeps the account identical on every run

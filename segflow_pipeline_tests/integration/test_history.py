@@ -24,8 +24,8 @@ import duckdb
 import pytest
 
 from segflow_pipeline.runner import load_definitions
-from segflow_pipeline.sandbox.account import SandboxAccount, build_account
-from segflow_pipeline.sandbox.server import EmulatorServer
+from stripe_sandbox.account import SandboxAccount, build_account
+from stripe_sandbox.server import EmulatorServer
 from segflow_pipeline_tests.integration.history_truth import (
     COLUMNS, MOVEMENTS, ApiVisibleHistory, DayRow, HistoryTruth, as_rows, differences, half_up_cents,
 )

@@ -20,8 +20,8 @@ import datetime as dt
 import duckdb
 import pytest
 
-from segflow_pipeline.sandbox.account import build_account
-from segflow_pipeline.sandbox.server import EmulatorServer
+from stripe_sandbox.account import build_account
+from stripe_sandbox.server import EmulatorServer
 from segflow_pipeline.stripe_api.client import StripeReader
 from segflow_pipeline.stripe_api.sync import sync_account
 from segflow_pipeline.transform import live, mrr

@@ -9,8 +9,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from segflow_pipeline.sandbox.account import build_account
-from segflow_pipeline.sandbox.server import EmulatorServer
+from stripe_sandbox.account import build_account
+from stripe_sandbox.server import EmulatorServer
 from segflow_pipeline_tests.integration.conftest import PROJECT
 
 KEY = "sk_test_readers_51Hx8Yz2eZvKYlo2Cqq"

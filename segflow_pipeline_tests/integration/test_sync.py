@@ -20,8 +20,8 @@ from segflow_pipeline.stripe_api.sync import sync_account
 from segflow_pipeline.stripe_api.tables import PRIMARY_KEYS, TABLES
 from segflow_pipeline.warehouse import raw
 
-emulator = pytest.importorskip("segflow_pipeline.sandbox.server", reason="the Stripe emulator is not available")
-from segflow_pipeline.sandbox.account import build_account  # noqa: E402
+emulator = pytest.importorskip("stripe_sandbox.server", reason="the Stripe emulator is not available")
+from stripe_sandbox.account import build_account  # noqa: E402
 
 KEY = "sk_test_sandbox_full"
 NOSUBS = "rk_test_sandbox_nosubs"

@@ -9,8 +9,8 @@ import duckdb
 import orjson
 import pytest
 
-from segflow_pipeline.sandbox.account import build_account
-from segflow_pipeline.sandbox.server import EmulatorServer
+from stripe_sandbox.account import build_account
+from stripe_sandbox.server import EmulatorServer
 from segflow_pipeline.stripe_api.client import StripeAPIFailure, StripeReader
 from segflow_pipeline_tests.reliability.conftest import (
     N_SUBSCRIPTIONS,

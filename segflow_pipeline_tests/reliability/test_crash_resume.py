@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from segflow_pipeline.sandbox.server import EmulatorServer
+from stripe_sandbox.server import EmulatorServer
 from segflow_pipeline_tests.reliability.conftest import (
     BIN,
     Env,

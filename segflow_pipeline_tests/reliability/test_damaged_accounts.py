@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from segflow_pipeline.sandbox.server import EmulatorServer
+from stripe_sandbox.server import EmulatorServer
 from segflow_pipeline_tests.reliability.conftest import Env, make_env, run_cli
 
 ACCOUNTS = ("a", "b", "c")

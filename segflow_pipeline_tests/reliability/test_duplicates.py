@@ -12,7 +12,7 @@ import duckdb
 import orjson
 import pytest
 
-from segflow_pipeline.sandbox.server import EmulatorServer
+from stripe_sandbox.server import EmulatorServer
 from segflow_pipeline.stripe_api.client import StripeReader
 from segflow_pipeline.stripe_api.sync import sync_account
 from segflow_pipeline.warehouse import raw

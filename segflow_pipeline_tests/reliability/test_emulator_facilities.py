@@ -10,8 +10,8 @@ import urllib.request
 import orjson
 import pytest
 
-from segflow_pipeline.sandbox.account import build_account
-from segflow_pipeline.sandbox.server import EmulatorServer
+from stripe_sandbox.account import build_account
+from stripe_sandbox.server import EmulatorServer
 
 KEY = "sk_test_facilities_0123456789"
 

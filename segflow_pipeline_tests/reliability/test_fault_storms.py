@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from segflow_pipeline.sandbox.server import EmulatorServer
+from stripe_sandbox.server import EmulatorServer
 from segflow_pipeline_tests.reliability.conftest import (
     apply_env,
     assert_same_state,

@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from segflow_pipeline import cli, config
-from segflow_pipeline.sandbox.server import EmulatorServer
+from stripe_sandbox.server import EmulatorServer
 from segflow_pipeline_tests.reliability.conftest import make_env, run_cli
 
 GOOD_AND_BAD = """\

@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from segflow_pipeline.sandbox.server import EmulatorServer
+from stripe_sandbox.server import EmulatorServer
 from segflow_pipeline_tests.reliability.conftest import make_env, wait_for
 from segflow_pipeline_tests.reliability.test_crash_resume import Refresh
 

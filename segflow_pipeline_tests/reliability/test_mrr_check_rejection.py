@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 from segflow_pipeline.runner import failure_messages
-from segflow_pipeline.sandbox.server import EmulatorServer
+from stripe_sandbox.server import EmulatorServer
 from segflow_pipeline_tests.reliability.conftest import apply_env, check_results, make_env, run_job
 
 

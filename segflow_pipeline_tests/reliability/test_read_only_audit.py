@@ -15,8 +15,8 @@ PROBE = textwrap.dedent('''
 
     import pytest
 
-    from segflow_pipeline.sandbox.account import build_account
-    from segflow_pipeline.sandbox.server import EmulatorServer
+    from stripe_sandbox.account import build_account
+    from stripe_sandbox.server import EmulatorServer
 
     KEY = "sk_test_audit_0123456789abcdef"
 

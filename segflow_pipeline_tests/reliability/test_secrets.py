@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 from segflow_pipeline.runner import failure_messages
-from segflow_pipeline.sandbox.server import EmulatorServer
+from stripe_sandbox.server import EmulatorServer
 from segflow_pipeline.stripe_api.client import StripeAPIFailure, StripeReader
 from segflow_pipeline.stripe_api.keys import StripeSetupError, classify, mask
 from segflow_pipeline_tests.reliability.conftest import (

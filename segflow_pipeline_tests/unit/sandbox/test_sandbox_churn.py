@@ -8,8 +8,8 @@ event-based and invoice-based history although the pipeline reproduced the sandb
 
 from __future__ import annotations
 
-from segflow_pipeline.sandbox._time import DAY
-from segflow_pipeline.sandbox.account import build_account
+from stripe_sandbox._time import DAY
+from stripe_sandbox.account import build_account
 
 NOW = 1767225600  # 2026-01-01T00:00:00Z
 

@@ -8,9 +8,9 @@ import datetime as dt
 from hypothesis import given
 from hypothesis import strategies as st
 
-from segflow_pipeline.sandbox import catalog as cat
-from segflow_pipeline.sandbox._time import Clock, add_months
-from segflow_pipeline.sandbox.listing import Table, page
+from stripe_sandbox import catalog as cat
+from stripe_sandbox._time import Clock, add_months
+from stripe_sandbox.listing import Table, page
 
 TIERS = [(10, 500, None), (None, 400, None)]
 

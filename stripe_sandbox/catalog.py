@@ -10,6 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from stripe_sandbox._time import DAY
+
+if TYPE_CHECKING:
+    from stripe_sandbox.account import SandboxAccount
 
 # Stripe's zero-decimal currencies (amounts carry no minor unit).
 ZERO_DECIMAL = frozenset(
@@ -57,17 +63,6 @@ class Price:
             packs_i = math.ceil(packs) if rounding == "up" else math.floor(packs)
             return unit * packs_i
         return unit * quantity
-
-    def monthly_factor(self) -> float:
-        if self.interval == "month":
-            return 1 / self.interval_count
-        if self.interval == "year":
-            return 1 / (12 * self.interval_count)
-        if self.interval == "week":
-            return 52 / 12 / self.interval_count
-        if self.interval == "day":
-            return 365 / 12 / self.interval_count
-        return 0.0
 
 
 def tiered_amount(mode: str, tiers: list[tuple[int | None, int | None, int | None]], quantity: int) -> int:
@@ -165,3 +160,64 @@ COUPONS = [
     Coupon("LOYALTY10", "10% loyalty discount", "forever", percent_off=10.0),
     Coupon("YEN1000", "¥1,000 off forever", "forever", amount_off=1000, currency="jpy"),
 ]
+
+
+def add_price_book(a: SandboxAccount) -> None:
+    """Create the account's products, prices and coupons, as set up three years before its `now`."""
+    ids = a.ids
+    t0 = a.now - 1095 * DAY + 1234  # the catalogue was set up three years ago, in one script run
+    products: list[Product] = a.products
+    prices: list[Price] = a.prices
+
+    def product(name: str, desc: str, created: int, unit_label: str | None = None) -> Product:
+        p = Product(len(products), ids.short("prod", created), name, desc, created, unit_label,
+                    updated=created)
+        products.append(p)
+        return p
+
+    def price(prod: Product, currency: str, interval: str | None, count: int, unit: int | None,
+              created: int, **kw: Any) -> Price:
+        p = Price(len(prices), ids.long("price", created), prod.id, prod.name, currency, interval, count,
+                  unit, created=created, **kw)
+        prices.append(p)
+        if prod.default_price is None:
+            prod.default_price = p.id
+        prod.updated = max(prod.updated, created)
+        return p
+
+    for name, desc, rank, seats, amounts in BASE_PLANS:
+        prod = product(name, desc, t0, "seat" if seats else None)
+        for (cur, interval, count), amount in amounts.items():
+            key = f"{name.lower()}_{cur}_{interval}{count if count > 1 else ''}"
+            price(prod, cur, interval, count, amount, t0, family="base", tier_rank=rank, seats=seats,
+                  lookup_key=key)
+    pro = products[1]
+    # A grandfathered price: inactive, still billed on old subscriptions.
+    price(pro, "usd", "month", 1, 3900, t0 - 200 * DAY, family="legacy", tier_rank=2, active=False,
+          nickname="Pro legacy 2023")
+    ent = product("Enterprise", "Volume pricing per seat with a platform fee.", t0 + 60 * DAY, "seat")
+    price(ent, "usd", "month", 1, None, t0 + 60 * DAY, family="enterprise", billing_scheme="tiered",
+          tiers_mode="volume", tiers=list(VOLUME_TIERS), nickname="Enterprise volume", seats=True)
+    price(ent, "usd", "month", 1, None, t0 + 60 * DAY, family="enterprise", billing_scheme="tiered",
+          tiers_mode="graduated", tiers=list(GRADUATED_TIERS), nickname="Enterprise graduated",
+          seats=True)
+    addon_t = t0 + 90 * DAY
+    for name, amount in ADDONS:
+        prod = product(name, f"Add-on: {name}.", addon_t, "seat" if name == "Extra seat" else None)
+        price(prod, "usd", "month", 1, amount, addon_t, family="addon")
+        if name in ADDONS_EUR:
+            price(prod, "eur", "month", 1, amount * 9 // 10, addon_t, family="addon")
+        if name in ADDONS_USD_YEAR:
+            price(prod, "usd", "year", 1, amount * 10, addon_t, family="addon")
+    api = product("API usage", "Metered API calls, billed monthly in arrears.", t0 + 200 * DAY)
+    price(api, "usd", "month", 1, 2, t0 + 200 * DAY, family="usage", usage_type="metered",
+          meter="mtr_" + ids.tag + "apicalls", nickname="API calls")
+    sms = product("SMS notifications", "Billed per pack of 100 messages.", t0 + 250 * DAY)
+    price(sms, "usd", "month", 1, 1000, t0 + 250 * DAY, family="usage", transform=(100, "up"),
+          nickname="SMS packs")
+    fee = product("Implementation fee", "One-time onboarding and implementation.", t0 + 10 * DAY)
+    price(fee, "usd", None, 1, 50000, t0 + 10 * DAY, family="fee", nickname="Implementation fee")
+    for k, c in enumerate(COUPONS):
+        coupon = Coupon(**{**c.__dict__})
+        coupon.created = t0 + 30 * DAY + k * 86400 * 40
+        a.coupons.append(coupon)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import os
 import signal
 import socket
 import sys
@@ -52,7 +51,7 @@ def dagster_instance() -> Iterator[dg.DagsterInstance]:
     in a new DAGSTER_HOME raced on that ("table ... already exists"). The instance is opened under a lock in
     DAGSTER_HOME, so one process creates the tables and the other finds them.
     """
-    home = os.environ.get("DAGSTER_HOME")
+    home = config.dagster_home()
     if not home:
         with dg.DagsterInstance.ephemeral() as instance:
             yield instance
@@ -151,13 +150,14 @@ def refresh(integration: str | None = None, *, full: bool = False, out: TextIO |
     """Run `daily_refresh_job` for one integration or each in turn; non-zero exit if any failed. Failures are
     summarized at the end, on stderr (or `out`). Ctrl-C or SIGTERM stop the run where it is (nothing after it runs,
     nothing is retried or published) and the command exits 128 + the signal's number."""
-    from segflow_pipeline.defs.integrations import INTEGRATIONS, PARTITIONS, UNUSABLE_ENTRIES
+    from segflow_pipeline.defs import integrations
 
     err = out or sys.stderr
     defs = load_definitions()
+    accounts = integrations.accounts()  # those the Definitions were built with
     job = defs.resolve_job_def("daily_refresh_job").with_logger_defs({"segflow": one_line_logger})
-    names = [i.name for i in INTEGRATIONS]
-    workspace_of = {i.name: i.workspace for i in INTEGRATIONS}
+    names = [i.name for i in accounts.integrations]
+    workspace_of = {i.name: i.workspace for i in accounts.integrations}
     if integration is not None and integration not in names:
         print(f"segflow: no integration named {integration!r}; configured: {', '.join(names)}", file=err)
         return 2
@@ -171,7 +171,7 @@ def refresh(integration: str | None = None, *, full: bool = False, out: TextIO |
             try:
                 result = job.execute_in_process(
                     instance=instance, run_config=run_config, raise_on_error=False,
-                    partition_key=name if PARTITIONS is not None else None,
+                    partition_key=name if accounts.partitions is not None else None,
                     tags={"segflow/integration": name, "segflow/workspace": workspace_of[name] or "none",
                           "segflow/trigger": "cli"},
                 )
@@ -185,8 +185,8 @@ def refresh(integration: str | None = None, *, full: bool = False, out: TextIO |
                 print(f"{name}: refreshed (run {result.run_id})", file=out or sys.stdout)
             else:
                 failures.append(run_failure(result, name, defs))
-        home = instance.root_directory if os.environ.get("DAGSTER_HOME") else None
-    problems = list(UNUSABLE_ENTRIES) if integration is None else []
+        home = instance.root_directory if config.dagster_home() else None
+    problems = list(accounts.unusable_entries) if integration is None else []
     for problem in problems:  # entries of the integrations file that name no account
         print(f"segflow: {problem}", file=err)
     if failures:

@@ -103,3 +103,58 @@ def test_every_asset_says_what_it_holds():
     missing = sorted(k.to_user_string() for k in graph.get_all_asset_keys()
                      if not (graph.get(k).description or "").strip())
     assert missing == []
+
+
+def test_resources_take_their_settings_from_the_variables(tmp_path, monkeypatch):
+    from segflow_pipeline import config
+    from segflow_pipeline.config import Integration
+    from segflow_pipeline.defs.resources import resources
+    from segflow_pipeline.resources.stripe import StripeResource
+    from segflow_pipeline.resources.warehouse import WarehouseResource
+
+    monkeypatch.setenv("SEGFLOW_DUCKDB_PATH", str(tmp_path / "bi.duckdb"))
+    monkeypatch.setenv("SEGFLOW_DUCKDB_MEMORY_LIMIT", "2GB")
+    monkeypatch.setenv("STRIPE_API_BASE", "http://127.0.0.1:9")
+    bound = resources(config.settings()).resources
+    # bound as the variables (Dagster resolves them per run and shows them in the UI), never as their values
+    assert bound["duckdb"].database == dg.EnvVar("SEGFLOW_DUCKDB_PATH")
+    assert bound["duckdb"].memory_limit == dg.EnvVar("SEGFLOW_DUCKDB_MEMORY_LIMIT")
+    assert bound["stripe"].api_base == dg.EnvVar("STRIPE_API_BASE")
+    seen = {}
+
+    @dg.asset
+    def probe(duckdb: WarehouseResource, stripe: StripeResource):
+        seen["published"] = duckdb.published_path
+        seen["api_base"] = stripe.api_base_of(Integration(name="default"))
+        seen["own_api_base"] = stripe.api_base_of(Integration(name="acme", api_base="http://127.0.0.1:8"))
+        with duckdb.integration_connection("default") as con:
+            seen["memory_limit"] = con.execute("select current_setting('memory_limit')").fetchone()[0]
+
+    assert dg.materialize([probe], resources=bound).success
+    assert seen == {"published": tmp_path / "bi.duckdb", "api_base": "http://127.0.0.1:9",
+                    "own_api_base": "http://127.0.0.1:8", "memory_limit": "1.8 GiB"}
+
+
+def test_resources_without_the_variables_take_the_defaults(monkeypatch):
+    from segflow_pipeline import config
+    from segflow_pipeline.defs.resources import resources
+
+    for variable in ("SEGFLOW_DUCKDB_PATH", "SEGFLOW_DUCKDB_MEMORY_LIMIT", "STRIPE_API_BASE"):
+        monkeypatch.delenv(variable, raising=False)
+    bound = resources(config.settings()).resources
+    assert (bound["duckdb"].database, bound["duckdb"].memory_limit) == ("data/segflow.duckdb", None)
+    assert bound["stripe"].api_base is None
+
+
+def test_the_schedule_takes_its_cron_from_the_settings(monkeypatch):
+    from segflow_pipeline import config
+    from segflow_pipeline.defs.automation import automation
+
+    monkeypatch.setenv("SEGFLOW_REFRESH_CRON", "30 2 * * 1")
+    monkeypatch.setenv("SEGFLOW_REFRESH_TIMEZONE", "Europe/Paris")
+    schedule = automation(config.settings()).resolve_schedule_def("daily_refresh_job_schedule")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("30 2 * * 1", "Europe/Paris")
+    monkeypatch.delenv("SEGFLOW_REFRESH_CRON")
+    monkeypatch.delenv("SEGFLOW_REFRESH_TIMEZONE")
+    schedule = automation(config.settings()).resolve_schedule_def("daily_refresh_job_schedule")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 6 * * *", "UTC")

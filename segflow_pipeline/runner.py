@@ -29,7 +29,7 @@ from segflow_pipeline import config
 from segflow_pipeline.stripe_api.keys import redact
 
 ROWS_SHOWN = 3
-PUBLISH_STEP = "publish__segflow_duckdb"
+PUBLISHED = dg.AssetKey(["publish", "segflow_duckdb"])
 DOCS = "docs/mrr.md (what MRR and each movement mean), docs/tables.md (every table and column)"
 
 
@@ -211,13 +211,20 @@ def _was_interrupted(result: dg.ExecuteInProcessResult) -> bool:
 
 
 def _interrupted(name: str, result: dg.ExecuteInProcessResult | None, signum: int) -> int:
-    published = result is not None and any(
-        e.event_type_value == "STEP_SUCCESS" and e.step_key == PUBLISH_STEP for e in result.all_events)
+    published = result is not None and _published(result)
     where = (f"after publishing {name!r}" if published
              else f"while refreshing {name!r}; nothing was published and nothing is retried")
     print(f"segflow: interrupted by {signal.Signals(signum).name} {where}. Run `segflow refresh` again to "
           "finish.", file=sys.stderr)
     return 128 + signum
+
+
+def _published(result: dg.ExecuteInProcessResult) -> bool:
+    """Whether the run's publish step succeeded (its data is in the published file): the step that materialized
+    the published file, whatever Dagster names it, ended well."""
+    steps = {e.step_key for e in result.all_events
+             if e.event_type_value == "ASSET_MATERIALIZATION" and e.asset_key == PUBLISHED}
+    return any(e.event_type_value == "STEP_SUCCESS" and e.step_key in steps for e in result.all_events)
 
 
 def publish_warnings(result: dg.ExecuteInProcessResult) -> list[str]:
@@ -254,12 +261,13 @@ class RunFailure:
     run_id: str
     checks: list[FailedCheck] = field(default_factory=list)
     errors: list[tuple[str, str, str | None]] = field(default_factory=list)  # step, message, stack (None if none)
+    published: bool = False  # the run's data was published before what failed (e.g. the report)
 
 
 def run_failure(result: dg.ExecuteInProcessResult, integration: str, defs: dg.Definitions) -> RunFailure:
     """The failed checks (with their rows) and the step errors no failed check explains, from a run's events."""
     graph = defs.resolve_asset_graph()
-    failure = RunFailure(integration=integration, run_id=result.run_id)
+    failure = RunFailure(integration=integration, run_id=result.run_id, published=_published(result))
     explained: set[str] = set()
     for event in result.all_events:
         if event.event_type_value != "ASSET_CHECK_EVALUATION":
@@ -369,7 +377,11 @@ def failure_summary(failure: RunFailure, published: Path, dagster_home: str | No
             lines.append("    Stack trace:")
             lines += ["      " + line for line in stack.rstrip().splitlines()]
     lines.append("")
-    if published.exists():
+    if failure.published:
+        lines += _wrap(f"This run published its data: {published} holds it ({_published_at(published)}). What failed "
+                       "came after; the charts in reports/ beside it are those of the last run whose report "
+                       "succeeded.", "  ")
+    elif published.exists():
         lines += _wrap(f"This run published nothing; the published file keeps its previous data: {published} and the "
                        f"charts in reports/ beside it are the last successful refresh's ({_published_at(published)}).",
                        "  ")

@@ -59,13 +59,16 @@ def test_checks_state_properties_and_block():
     assert not [name for _, name in checks if "check" in name]
 
 
-def test_publish_depends_on_every_metric_and_mart():
+def test_publish_depends_on_every_metric_and_mart_and_the_report_comes_after_it():
     graph = load_definitions().resolve_asset_graph()
     parents = {k.to_user_string() for k in graph.get(dg.AssetKey(["publish", "segflow_duckdb"])).parent_keys}
-    assert {"metrics/mrr_daily", "metrics/mrr_daily_reporting", "marts/kpis_monthly_reporting", "marts/mrr_report",
+    assert {"metrics/mrr_daily", "metrics/mrr_daily_reporting", "marts/kpis_monthly_reporting",
             *(f"marts/{m}" for m in MARTS)} <= parents
-    assert {"metrics/mrr_daily", "marts/mrr_report", *(f"marts/{m}" for m in MARTS), *FORECAST,
-            "marts/bet_impact"} <= parents
+    assert {"metrics/mrr_daily", *(f"marts/{m}" for m in MARTS), *FORECAST, "marts/bet_impact"} <= parents
+    # the report is off the publish path: a chart that cannot be drawn never holds back the data
+    assert "marts/mrr_report" not in parents
+    assert "publish/segflow_duckdb" in {k.to_user_string()
+                                        for k in graph.get(dg.AssetKey(["marts", "mrr_report"])).parent_keys}
 
 
 def test_job_schedule_and_freshness():

@@ -21,9 +21,10 @@ Layout beside SEGFLOW_DUCKDB_PATH (the published file BI tools open):
   publish never reads another workspace's accounts and never waits for another workspace's publish. Working files
   and ready copies stay in one place per account, under `<dir>/.segflow/` (account names are unique across
   workspaces). The default workspace's target is the published file itself.
-- Reports (charts, HTML) go with the data: a run writes them to `<dir>/.segflow/reports/<integration>.<run id>/`,
-  and only the publish step of that same run moves them to `reports/<integration>/` beside its workspace's file.
-  A run that fails before publishing leaves the published reports as they were, matching the published file.
+- Reports (charts, HTML) follow the data: once a run has published its data, it writes them to
+  `<dir>/.segflow/reports/<integration>.<run id>/` and, complete, moves them to `reports/<integration>/` beside its
+  workspace's file (`publish_reports`). A run that fails before publishing, or whose report fails, leaves the
+  published reports as they were: never newer than the published file.
 - One account's damaged files stay that account's problem. A copy replaces the last good ready copy only once it
   opens, is as long as DuckDB says it should be, and holds the working file's tables with the same row counts.
   An account whose working file cannot be used (damaged, or held open by another process) keeps its last good
@@ -115,7 +116,7 @@ def reports_dir(published: Path, integration: str) -> Path:
 
 
 def pending_reports_dir(published: Path, integration: str, run_id: str) -> Path:
-    """Where a run writes its reports until its publish step moves them to `reports_dir`."""
+    """Where a run writes its reports until the report, once complete, moves them to `reports_dir`."""
     return state_dir(published) / "reports" / f"{integration}.{run_id}"
 
 

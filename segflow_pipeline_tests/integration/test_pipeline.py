@@ -2,7 +2,6 @@
 
 import datetime as dt
 import re
-import subprocess
 
 import dagster as dg
 import duckdb
@@ -10,7 +9,9 @@ import pytest
 import stripe
 
 from segflow_pipeline.runner import load_definitions
-from segflow_pipeline_tests.integration.conftest import ACME_KEY, CHECK_CONTRACT, NOSUBS_KEY, PROJECT, python
+from segflow_pipeline_tests.support.accounts import ACME_KEY, NOSUBS_KEY
+from segflow_pipeline_tests.support.contract import contract_failures
+from segflow_pipeline_tests.support.paths import PROJECT
 from segflow_pipeline_tests.integration.mrr_oracle import mrr_today
 
 
@@ -53,11 +54,22 @@ def test_full_refresh_succeeds_and_every_check_passes(first_run):
         assert name in checks
 
 
-def test_published_file_satisfies_the_contract(first_run):
+def test_published_file_satisfies_the_contract(first_run, tmp_path):
     _, published = first_run
-    out = subprocess.run([python(), str(CHECK_CONTRACT), str(published)], capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout
-    assert "all checks hold" in out.stdout
+    assert contract_failures(published) == []
+    # the same check on a copy missing one day of a series and with a movement off by a cent: both are named
+    broken = tmp_path / "broken.duckdb"
+    broken.write_bytes(published.read_bytes())
+    with duckdb.connect(str(broken)) as con:
+        last, currency = con.execute("select max(date), min(currency) from metrics.mrr_daily").fetchone()
+        gone, off = last - dt.timedelta(days=10), last - dt.timedelta(days=20)
+        con.execute("delete from metrics.mrr_daily where date = ? and currency = ?", [gone, currency])
+        con.execute("update metrics.mrr_daily set new_mrr = new_mrr + 0.01 where date = ? and currency = ?",
+                    [off, currency])
+    failures = contract_failures(broken)
+    assert f"default/{currency}: 1 missing days between" in " ".join(failures)
+    breaks = [f for f in failures if f.startswith("movements do not explain the change of MRR")]
+    assert len(breaks) == 1 and f"datetime.date({off.year}, {off.month}, {off.day})" in breaks[0]
 
 
 def test_raw_tables_hold_every_object_once(first_run, emulator):

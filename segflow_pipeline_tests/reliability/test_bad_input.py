@@ -12,7 +12,7 @@ import pytest
 from segflow_pipeline.sandbox.account import build_account
 from segflow_pipeline.sandbox.server import EmulatorServer
 from segflow_pipeline.stripe_api.client import StripeAPIFailure, StripeReader
-from segflow_pipeline_tests.reliability.conftest import (
+from segflow_pipeline_tests.support.reliability import (
     N_SUBSCRIPTIONS,
     SEED,
     apply_env,

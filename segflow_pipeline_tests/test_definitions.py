@@ -136,6 +136,11 @@ def test_resources_take_their_settings_from_the_variables(tmp_path, monkeypatch)
     assert dg.materialize([probe], resources=bound).success
     assert seen == {"published": tmp_path / "bi.duckdb", "api_base": "http://127.0.0.1:9",
                     "own_api_base": "http://127.0.0.1:8", "memory_limit": "1.8 GiB"}
+    # run config for the resource (as the reliability suite raises its rate limit) keeps what the variables say
+    seen.clear()
+    assert dg.materialize([probe], resources=bound, run_config={
+        "resources": {"stripe": {"config": {"max_requests_per_second": 500.0}}}}).success
+    assert seen["api_base"] == "http://127.0.0.1:9"
 
 
 def test_resources_without_the_variables_take_the_defaults(monkeypatch):

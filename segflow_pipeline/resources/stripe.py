@@ -22,7 +22,9 @@ class StripeResource(dg.ConfigurableResource):
     """Read-only access to the configured Stripe accounts (the `default` one reads STRIPE_API_KEY)."""
 
     key_env: str = config.API_KEY_ENV
-    # STRIPE_API_BASE (bound in defs/resources.py); an account's own `api_base` wins. None: Stripe itself.
+    # STRIPE_API_BASE (bound as `dg.EnvVar` in defs/resources.py); an account's own `api_base` wins. None: the
+    # variable as `config` reads it (run config that sets other fields of this resource drops the binding), else
+    # Stripe itself.
     api_base: Optional[str] = None
     max_requests_per_second: float = 0.0  # 0: Stripe's documented limit for the key's mode (25 test, 90 live)
 
@@ -36,7 +38,7 @@ class StripeResource(dg.ConfigurableResource):
         return classify(config.secret(variable), variable=variable)
 
     def api_base_of(self, integration: Integration) -> str | None:
-        return integration.api_base or self.api_base or None
+        return integration.api_base or self.api_base or config.api_base()
 
     def reader(self, integration: Integration) -> StripeReader:
         """One reader (one rate limiter) per account for the life of this resource."""

@@ -25,6 +25,7 @@ from segflow_pipeline.defs.metrics import forecast as forecast_section
 from segflow_pipeline.defs.publish.assets import PUBLISHED
 from segflow_pipeline.reporting import charts
 from segflow_pipeline.resources.warehouse import WarehouseResource
+from segflow_pipeline.stripe_api.keys import redact
 from segflow_pipeline.warehouse import files as wh_files
 from segflow_pipeline.warehouse import tables as wh
 
@@ -61,7 +62,7 @@ def mrr_report(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
                            reporting_daily, reporting_kpis, forecast_tables)
     except Exception as exc:
         shutil.rmtree(folder, ignore_errors=True)
-        raise dg.Failure(description=(
+        raise dg.Failure(description=redact(
             f"the MRR report of {integration.name!r} could not be drawn ({type(exc).__name__}: {exc}). The data "
             f"was published all the same; {published} keeps the previous report. Run `segflow refresh "
             f"--integration {integration.name}` again once fixed; if it fails the same way, report the run id."),

@@ -166,3 +166,20 @@ def test_the_schedule_takes_its_cron_from_the_settings(monkeypatch):
     monkeypatch.delenv("SEGFLOW_REFRESH_TIMEZONE")
     schedule = automation(config.settings()).resolve_schedule_def("daily_refresh_job_schedule")
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 6 * * *", "UTC")
+
+
+def test_nothing_is_read_at_import_the_integrations_file_is_read_when_definitions_are_built(tmp_path):
+    import os
+
+    broken = tmp_path / "integrations.yaml"
+    broken.write_text("integrations: [name: acme\n")  # not YAML: reading it raises ConfigError
+    env = {**os.environ, "SEGFLOW_INTEGRATIONS_FILE": str(broken), "PYTHONPATH": str(PROJECT),
+           "SEGFLOW_REFRESH_CRON": "not a cron"}
+    imports = ("import segflow_pipeline.config, segflow_pipeline.definitions, segflow_pipeline.defs.integrations, "
+               "segflow_pipeline.defs.automation, segflow_pipeline.defs.resources, segflow_pipeline.cli")
+    out = subprocess.run([sys.executable, "-c", imports], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    build = subprocess.run([sys.executable, "-c", "from segflow_pipeline.runner import load_definitions\n"
+                            "load_definitions()"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert build.returncode != 0 and "ConfigError" in build.stderr and "not valid YAML" in build.stderr

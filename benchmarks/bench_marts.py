@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench_mrr  # noqa: E402
 
+from segflow_pipeline import config  # noqa: E402
 from segflow_pipeline.config import SANDBOX_FX_RATES, MrrOptions  # noqa: E402
 from segflow_pipeline.transform import mrr  # noqa: E402
 from segflow_pipeline.transform import reporting_currency as rc  # noqa: E402
@@ -67,7 +68,7 @@ def prepare(path: Path, n_subs: int) -> dict:
         pl.lit(NAME).alias("integration"), pl.col("product").unique().alias("id")).with_columns(
         pl.format("Plan {}", "id").alias("name")), "products")
     frames["invoices"] = bench_mrr.empty("invoices")
-    con = files.connect(path)
+    con = files.connect(path, config.duckdb_memory_limit())
     raw.ensure_tables(con)
     for table, frame in frames.items():
         wh.replace_rows(con, "stripe", table, frame.drop("raw", strict=False), NAME)
@@ -76,7 +77,7 @@ def prepare(path: Path, n_subs: int) -> dict:
 
 
 def phase_transform(path: Path) -> dict:
-    con = files.connect(path)
+    con = files.connect(path, config.duckdb_memory_limit())
     started = time.perf_counter()
     frames = {t: wh.read_table(con, "stripe", t, NAME) for t in INPUT_TABLES}
     read = time.perf_counter() - started
@@ -96,7 +97,7 @@ def phase_transform(path: Path) -> dict:
 
 
 def phase_marts(path: Path) -> dict:
-    con = files.connect(path)
+    con = files.connect(path, config.duckdb_memory_limit())
     models: dict[str, dict] = {}
     as_of = bench_mrr.AS_OF
     started = time.perf_counter()
@@ -155,8 +156,8 @@ def main() -> None:
         counts = prepare(path, args.subscriptions)
         print(f"synthetic account: {args.subscriptions:,} subscriptions, {counts['customers']:,} customers, "
               f"{counts['invoice_lines']:,} invoice lines over {bench_mrr.DAYS} days, written to a working file in "
-              f"{time.perf_counter() - t0:.1f}s; DuckDB memory limit {files.memory_limit()}; load average "
-              f"{os.getloadavg()[0]:.1f}")
+              f"{time.perf_counter() - t0:.1f}s; DuckDB memory limit "
+              f"{config.duckdb_memory_limit() or files.DEFAULT_MEMORY_LIMIT}; load average {os.getloadavg()[0]:.1f}")
         transform = run_phase("transform", path)
         print(f"MRR transform: read {transform['read']:.2f}s + compute {transform['compute']:.2f}s + write "
               f"{transform['write']:.2f}s = {transform['read'] + transform['compute'] + transform['write']:.2f}s "

@@ -35,6 +35,7 @@ import stripe
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from segflow_pipeline import config  # noqa: E402
 from stripe_sandbox.account import build_account  # noqa: E402
 from stripe_sandbox.server import EmulatorServer  # noqa: E402
 from segflow_pipeline.stripe_api import objects  # noqa: E402
@@ -89,7 +90,8 @@ class Emulator:
 
 
 def run_sync(url: str, path: Path, mode: str, rate: float, concurrency: int):
-    con = files.connect(path)  # the pipeline's DuckDB settings (memory limit, text storage)
+    # the pipeline's DuckDB settings (memory limit, text storage)
+    con = files.connect(path, config.duckdb_memory_limit())
     raw.ensure_tables(con)
     reader = StripeReader(KEY, api_base=url, max_requests_per_second=rate)
     started = time.monotonic()
@@ -156,7 +158,8 @@ RSS_SCRIPT = textwrap.dedent("""
             time.sleep(0.1)
 
     threading.Thread(target=watch_helpers, daemon=True).start()
-    con = files.connect(Path(path))  # the pipeline's own memory settings (SEGFLOW_DUCKDB_MEMORY_LIMIT)
+    # the pipeline's own memory settings (SEGFLOW_DUCKDB_MEMORY_LIMIT)
+    con = files.connect(Path(path), config.duckdb_memory_limit())
     limit = con.execute("select current_setting('memory_limit')").fetchone()[0].replace(" ", "")
     raw.ensure_tables(con)
     started = time.monotonic()

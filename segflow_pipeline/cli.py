@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segflow_pipeline import bets, config
-from segflow_pipeline.stripe_api.keys import StripeSetupError, redact
+from segflow_pipeline.stripe_api.keys import REQUIRED_READ_PERMISSIONS, StripeSetupError, redact
 
-RESOURCES = ("subscriptions", "invoices", "customers", "prices", "products", "coupons", "events")
 DEFAULT_DAGSTER_HOME = ".dagster_home"
 DEV_INSTANCE = Path(__file__).resolve().parents[1] / "deploy" / "dagster.dev.yaml"
 SANDBOX_SUBSCRIPTIONS = 1500
@@ -135,11 +134,12 @@ def _integration(name: str | None, key_env: str | None = None) -> config.Integra
 
 def check_integration(integration: config.Integration, out=sys.stdout) -> bool:
     """The "Save" step of connecting Stripe: key form, mode, account, permissions, visible subscriptions."""
-    from segflow_pipeline.stripe_api.client import StripeAPIFailure, StripeReader
+    from segflow_pipeline.resources.stripe import StripeResource
+    from segflow_pipeline.stripe_api.client import StripeAPIFailure
     from segflow_pipeline.stripe_api.keys import empty_account_warning
 
-    reader = StripeReader(integration.api_key(), api_base=integration.api_base or config.api_base(),
-                          key_variable=integration.key_env)
+    # The pipeline's own resource, reading the key from the integration's variable, whatever its name.
+    reader = StripeResource(key_env=integration.key_env, api_base=config.api_base()).reader(integration)
     info = reader.key_info
     print(f"key: {info.masked} ({info.kind}, {info.mode} mode)", file=out)
     print(f"api: {reader.api_base}", file=out)
@@ -148,7 +148,7 @@ def check_integration(integration: config.Integration, out=sys.stdout) -> bool:
         print(f"account: {account.get('id')}"
               + (f" ({account['settings']['dashboard']['display_name']})" if _display_name(account) else ""), file=out)
     problems: list[str] = []
-    for resource in RESOURCES:
+    for resource in REQUIRED_READ_PERMISSIONS:
         try:
             reader.get(f"/v1/{resource}", {"limit": 1}, resource=resource)
             print(f"read {resource}: ok", file=out)
@@ -233,31 +233,16 @@ def _iso(epoch: int) -> str:
 
 
 @contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the life of the block, then restore what was there."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-@contextlib.contextmanager
 def dagster_home() -> Iterator[Path]:
     """DAGSTER_HOME as set, else `.dagster_home` in the current folder; created if missing, so runs are kept.
     A new one gets the project's instance settings for one machine (deploy/dagster.dev.yaml: at most one run per
     account at a time, no telemetry)."""
-    home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME).resolve()
+    home = Path(config.dagster_home() or DEFAULT_DAGSTER_HOME).resolve()
     home.mkdir(parents=True, exist_ok=True)
     settings = home / "dagster.yaml"
     if not settings.exists():
         settings.write_text(DEV_INSTANCE.read_text() if DEV_INSTANCE.exists() else "telemetry:\n  enabled: false\n")
-    with _environment({"DAGSTER_HOME": str(home)}):
+    with config.environment({config.DAGSTER_HOME_ENV: str(home)}):
         yield home
 
 
@@ -299,7 +284,7 @@ def sandbox_environment(n_subscriptions: int, now: int | None = None) -> Iterato
     key = next(k for k in SANDBOX_KEYS if k.startswith("sk_test_"))
     account = build_account(n_subscriptions=n_subscriptions, seed=SANDBOX_SEED, now=now)
     with EmulatorServer({key: account}) as server:
-        with _environment({"STRIPE_API_KEY": key, "STRIPE_API_BASE": server.url}):
+        with config.environment({config.API_KEY_ENV: key, config.API_BASE_ENV: server.url}):
             yield server.url
 
 
@@ -309,7 +294,7 @@ def _sandbox_instant(sandbox_now: str | None, option: str) -> int | None:
     chosen = config.parse_instant(sandbox_now, option) if sandbox_now else None
     fixed = config.as_of()
     if chosen is not None and fixed is not None and chosen != fixed:
-        raise config.ConfigError(f"{option} {sandbox_now} and {config.AS_OF_ENV}={os.environ[config.AS_OF_ENV]} "
+        raise config.ConfigError(f"{option} {sandbox_now} and {config.AS_OF_ENV}={config.text(config.AS_OF_ENV)} "
                                  f"differ; give one of them")
     moment = chosen or fixed
     return _epoch(moment) if moment is not None else None
@@ -321,7 +306,7 @@ def cmd_demo(n_subscriptions: int, sandbox_now: str | None = None) -> int:
     with contextlib.ExitStack() as stack:
         home = stack.enter_context(dagster_home())
         sandbox: Sandbox | None = None
-        if os.environ.get("STRIPE_API_KEY"):
+        if config.secret(config.API_KEY_ENV):
             if sandbox_now:
                 raise config.ConfigError("--sandbox-now builds the built-in sandbox account; unset STRIPE_API_KEY "
                                          "to use it (your Stripe account is always read as of now)")
@@ -332,7 +317,7 @@ def cmd_demo(n_subscriptions: int, sandbox_now: str | None = None) -> int:
             sandbox = Sandbox(now=instant if instant is not None else _epoch(runner.utc_now()),
                               subscriptions=n_subscriptions, fixed=instant is not None)
             if sandbox.fixed:
-                stack.enter_context(_environment({config.AS_OF_ENV: _iso(sandbox.now)}))
+                stack.enter_context(config.environment({config.AS_OF_ENV: _iso(sandbox.now)}))
             stack.enter_context(config.sandbox_fx_rates())  # a usd total too, unless SEGFLOW_FX_RATES is set
             print(f"No STRIPE_API_KEY: using the built-in Stripe emulator at {url} with a sandbox account of "
                   f"{n_subscriptions} subscriptions" + (f", as of {_iso(sandbox.now)}." if sandbox.fixed else "."))
@@ -348,8 +333,8 @@ def cmd_ui(port: int, *, n_subscriptions: int | None = None, sandbox_now: str | 
     """`dagster dev` on 127.0.0.1:`port` with DAGSTER_HOME kept, on the sandbox unless STRIPE_API_KEY is set."""
     with contextlib.ExitStack() as stack:
         home = stack.enter_context(dagster_home())
-        env = dict(os.environ)
-        if os.environ.get("STRIPE_API_KEY"):
+        env = dict(os.environ)  # the environment `dagster dev` starts with
+        if config.secret(config.API_KEY_ENV):
             if sandbox_now:
                 raise config.ConfigError("--sandbox-now builds the built-in sandbox account; unset STRIPE_API_KEY "
                                          "to use it")
@@ -368,7 +353,7 @@ def cmd_ui(port: int, *, n_subscriptions: int | None = None, sandbox_now: str | 
                                   subscriptions=n_subscriptions or SANDBOX_SUBSCRIPTIONS, fixed=False)
             url = stack.enter_context(sandbox_environment(sandbox.subscriptions, sandbox.now))
             sandbox.save()
-            env.update({"STRIPE_API_KEY": os.environ["STRIPE_API_KEY"], "STRIPE_API_BASE": url})
+            env.update({config.API_KEY_ENV: config.secret(config.API_KEY_ENV), config.API_BASE_ENV: url})
             if sandbox.fixed:
                 env[config.AS_OF_ENV] = _iso(sandbox.now)
             print(f"Sandbox Stripe emulator at {url}: {sandbox.subscriptions} subscriptions, built as of "

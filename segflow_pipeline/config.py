@@ -12,6 +12,10 @@ One bad entry of the integrations file fails its own account only: an entry with
 `read_integrations` so that `segflow refresh` reports it. The other accounts load and run. Names of accounts and of
 key variables follow one rule each (`check_name`, `check_key_env`), for the file and for `segflow integrations add`.
 
+Every setting is read here and nowhere else: `settings()` resolves them all at once into a frozen `Settings`
+(what the Dagster code location binds when its Definitions are built: resources, schedule, integrations), and the
+functions below resolve one each, from the environment or a mapping given for tests. Nothing is read at import.
+
 Workspaces: each entry may name a `workspace` (default `default`); each workspace publishes its own file, which
 holds its own accounts' data and nobody else's. `default` publishes to SEGFLOW_DUCKDB_PATH; another workspace W to
 SEGFLOW_WORKSPACE_PATH_TEMPLATE with `{workspace}` replaced by W (default
@@ -43,6 +47,17 @@ AS_OF_ENV = "SEGFLOW_AS_OF"
 FX_RATES_ENV = "SEGFLOW_FX_RATES"
 REPORTING_CURRENCY_ENV = "SEGFLOW_REPORTING_CURRENCY"
 DEFAULT_REPORTING_CURRENCY = "usd"
+DUCKDB_PATH_ENV = "SEGFLOW_DUCKDB_PATH"
+API_KEY_ENV = "STRIPE_API_KEY"
+API_BASE_ENV = "STRIPE_API_BASE"
+INTEGRATIONS_FILE_ENV = "SEGFLOW_INTEGRATIONS_FILE"
+BETS_FILE_ENV = "SEGFLOW_BETS_FILE"
+MEMORY_LIMIT_ENV = "SEGFLOW_DUCKDB_MEMORY_LIMIT"
+REFRESH_CRON_ENV = "SEGFLOW_REFRESH_CRON"
+REFRESH_TIMEZONE_ENV = "SEGFLOW_REFRESH_TIMEZONE"
+DEFAULT_REFRESH_CRON = "0 6 * * *"
+DEFAULT_REFRESH_TIMEZONE = "UTC"
+DAGSTER_HOME_ENV = "DAGSTER_HOME"
 # Illustrative usd rates for eur and jpy, one a month from 2000 to 2040, so that the demo on the sandbox (which can be
 # built at any date) shows a reporting currency. Never used unless the demo runs on the sandbox.
 SANDBOX_FX_RATES = Path(__file__).resolve().parents[1] / "stripe_sandbox" / "fx_rates.csv"
@@ -82,7 +97,7 @@ class Integration:
     the line and the fix); the account's runs fail with it, the others run."""
 
     name: str
-    key_env: str = "STRIPE_API_KEY"
+    key_env: str = API_KEY_ENV
     api_base: str | None = None
     options: MrrOptions = field(default_factory=MrrOptions)
     problem: str | None = None
@@ -91,12 +106,49 @@ class Integration:
     workspace: str = DEFAULT_WORKSPACE
 
     def api_key(self, environ: Mapping[str, str] | None = None) -> str:
-        return (environ if environ is not None else os.environ).get(self.key_env, "")
+        return secret(self.key_env, environ)
+
+
+def _env(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    return environ if environ is not None else os.environ
+
+
+def secret(variable: str, environ: Mapping[str, str] | None = None) -> str:
+    """The key held by the environment variable `variable` ('' when unset). Read when a reader is built, never kept
+    in settings, resource config or anything Dagster stores."""
+    return _env(environ).get(variable, "")
+
+
+def text(variable: str, environ: Mapping[str, str] | None = None) -> str:
+    """An environment variable's value as written ('' when unset), for messages that quote it."""
+    return _env(environ).get(variable, "")
+
+
+def is_set(variable: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the environment variable is set to a non-empty value."""
+    return bool((_env(environ).get(variable) or "").strip())
 
 
 def duckdb_path(environ: Mapping[str, str] | None = None) -> Path:
-    env = environ if environ is not None else os.environ
-    return Path(env.get("SEGFLOW_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH)
+    return Path(_env(environ).get(DUCKDB_PATH_ENV) or DEFAULT_DUCKDB_PATH)
+
+
+def duckdb_memory_limit(environ: Mapping[str, str] | None = None) -> str | None:
+    """SEGFLOW_DUCKDB_MEMORY_LIMIT (e.g. `1GB`), or None for the warehouse's default."""
+    return (_env(environ).get(MEMORY_LIMIT_ENV) or "").strip() or None
+
+
+def refresh_cron(environ: Mapping[str, str] | None = None) -> str:
+    return _env(environ).get(REFRESH_CRON_ENV, DEFAULT_REFRESH_CRON)
+
+
+def refresh_timezone(environ: Mapping[str, str] | None = None) -> str:
+    return _env(environ).get(REFRESH_TIMEZONE_ENV, DEFAULT_REFRESH_TIMEZONE)
+
+
+def dagster_home(environ: Mapping[str, str] | None = None) -> str | None:
+    """DAGSTER_HOME as set (the Dagster instance's folder), or None."""
+    return _env(environ).get(DAGSTER_HOME_ENV) or None
 
 
 def workspace_path(workspace: str, environ: Mapping[str, str] | None = None, *,
@@ -107,7 +159,7 @@ def workspace_path(workspace: str, environ: Mapping[str, str] | None = None, *,
 
     The result must lie inside the template's base directory (the part before `{workspace}`) and differ from the
     default workspace's file; `ConfigError` otherwise, as for a name that breaks `check_workspace`."""
-    env = environ if environ is not None else os.environ
+    env = _env(environ)
     default = published if published is not None else duckdb_path(env)
     if workspace == DEFAULT_WORKSPACE:
         return default
@@ -147,19 +199,19 @@ def parse_instant(text: str, where: str = AS_OF_ENV) -> dt.datetime:
 
 def as_of(environ: Mapping[str, str] | None = None) -> dt.datetime | None:
     """The moment set by SEGFLOW_AS_OF as naive UTC, or None when unset (a run then uses the time it started)."""
-    env = environ if environ is not None else os.environ
+    env = _env(environ)
     text = env.get(AS_OF_ENV, "").strip()
     return parse_instant(text) if text else None
 
 
 def api_base(environ: Mapping[str, str] | None = None) -> str | None:
-    env = environ if environ is not None else os.environ
-    return env.get("STRIPE_API_BASE") or None
+    env = _env(environ)
+    return env.get(API_BASE_ENV) or None
 
 
 def integrations_file(environ: Mapping[str, str] | None = None) -> Path:
-    env = environ if environ is not None else os.environ
-    return Path(env.get("SEGFLOW_INTEGRATIONS_FILE") or DEFAULT_INTEGRATIONS_FILE)
+    env = _env(environ)
+    return Path(env.get(INTEGRATIONS_FILE_ENV) or DEFAULT_INTEGRATIONS_FILE)
 
 
 @dataclass(frozen=True)
@@ -172,7 +224,7 @@ class ReportingCurrency:
 
 def reporting_currency(environ: Mapping[str, str] | None = None) -> ReportingCurrency | None:
     """The reporting currency settings, or None when SEGFLOW_FX_RATES is not set (nothing is converted then)."""
-    env = environ if environ is not None else os.environ
+    env = _env(environ)
     rates = (env.get(FX_RATES_ENV) or "").strip()
     if not rates:
         return None
@@ -191,27 +243,20 @@ def reporting_currency(environ: Mapping[str, str] | None = None) -> ReportingCur
 def sandbox_fx_rates(environ: MutableMapping[str, str] | None = None) -> Iterator[None]:
     """For the demo on the sandbox: the sandbox's usd rates as SEGFLOW_FX_RATES for the life of the block, unless
     the user set SEGFLOW_FX_RATES or a reporting currency other than usd themselves (their settings win)."""
-    env = environ if environ is not None else os.environ
+    env = _env(environ)
     chosen = (env.get(REPORTING_CURRENCY_ENV) or DEFAULT_REPORTING_CURRENCY).strip().lower()
     if env.get(FX_RATES_ENV) or chosen != DEFAULT_REPORTING_CURRENCY:
         yield
         return
-    saved = {k: env.get(k) for k in (FX_RATES_ENV, REPORTING_CURRENCY_ENV)}
-    env.update({FX_RATES_ENV: str(SANDBOX_FX_RATES), REPORTING_CURRENCY_ENV: DEFAULT_REPORTING_CURRENCY})
-    try:
+    with environment({FX_RATES_ENV: str(SANDBOX_FX_RATES), REPORTING_CURRENCY_ENV: DEFAULT_REPORTING_CURRENCY},
+                     env):
         yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                env.pop(k, None)
-            else:
-                env[k] = v
 
 
 def bets_file(environ: Mapping[str, str] | None = None) -> Path:
     """The bets file (`bets.py`): SEGFLOW_BETS_FILE, default `bets.yaml` in the working directory."""
-    env = environ if environ is not None else os.environ
-    return Path(env.get("SEGFLOW_BETS_FILE") or DEFAULT_BETS_FILE)
+    env = _env(environ)
+    return Path(env.get(BETS_FILE_ENV) or DEFAULT_BETS_FILE)
 
 
 def check_name(name: str, where: str = "integration name") -> None:
@@ -370,3 +415,56 @@ def _write(path: Path, doc: dict) -> Path:
 
 def save_integrations(integrations: list[Integration], environ: Mapping[str, str] | None = None) -> Path:
     return _write(integrations_file(environ), {"integrations": [_document(i) for i in integrations]})
+
+
+@contextlib.contextmanager
+def environment(values: Mapping[str, str], environ: MutableMapping[str, str] | None = None) -> Iterator[None]:
+    """Set environment variables for the life of the block, then restore what was there (the CLI points a run at
+    the sandbox, a DAGSTER_HOME or an instant this way; runs read them back through this module)."""
+    env = environ if environ is not None else os.environ
+    saved = {k: env.get(k) for k in values}
+    env.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the pipeline, resolved at once (`settings()`). Keys are not settings: only the names of the
+    variables holding them are (`Integration.key_env`); a key is read when a reader is built (`secret`)."""
+
+    duckdb_path: Path
+    api_base: str | None
+    integrations_file: Path
+    integrations: tuple[Integration, ...]
+    unusable_entries: tuple[str, ...]
+    bets_file: Path
+    as_of: dt.datetime | None
+    duckdb_memory_limit: str | None
+    refresh_cron: str
+    refresh_timezone: str
+    dagster_home: str | None
+
+    @property
+    def partitioned(self) -> bool:
+        """Whether the accounts come from an integrations file (then each is a partition of the assets)."""
+        return self.integrations_file.exists()
+
+
+def settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Every setting from the environment (or `environ`) and the integrations file, resolved now.
+
+    The reporting currency is resolved by the runs that use it (`reporting_currency`): its rates file is checked
+    then, so a missing file fails those assets with a message, not the loading of the code location."""
+    env = _env(environ)
+    integrations, unusable = read_integrations(env)
+    return Settings(duckdb_path=duckdb_path(env), api_base=api_base(env), integrations_file=integrations_file(env),
+                    integrations=tuple(integrations), unusable_entries=tuple(unusable), bets_file=bets_file(env),
+                    as_of=as_of(env), duckdb_memory_limit=duckdb_memory_limit(env), refresh_cron=refresh_cron(env),
+                    refresh_timezone=refresh_timezone(env), dagster_home=dagster_home(env))

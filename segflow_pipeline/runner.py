@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import os
 import signal
 import socket
 import sys
@@ -30,7 +29,7 @@ from segflow_pipeline import config
 from segflow_pipeline.stripe_api.keys import redact
 
 ROWS_SHOWN = 3
-PUBLISH_STEP = "publish__segflow_duckdb"
+PUBLISHED = dg.AssetKey(["publish", "segflow_duckdb"])
 DOCS = "docs/mrr.md (what MRR and each movement mean), docs/tables.md (every table and column)"
 
 
@@ -52,7 +51,7 @@ def dagster_instance() -> Iterator[dg.DagsterInstance]:
     in a new DAGSTER_HOME raced on that ("table ... already exists"). The instance is opened under a lock in
     DAGSTER_HOME, so one process creates the tables and the other finds them.
     """
-    home = os.environ.get("DAGSTER_HOME")
+    home = config.dagster_home()
     if not home:
         with dg.DagsterInstance.ephemeral() as instance:
             yield instance
@@ -151,13 +150,14 @@ def refresh(integration: str | None = None, *, full: bool = False, out: TextIO |
     """Run `daily_refresh_job` for one integration or each in turn; non-zero exit if any failed. Failures are
     summarized at the end, on stderr (or `out`). Ctrl-C or SIGTERM stop the run where it is (nothing after it runs,
     nothing is retried or published) and the command exits 128 + the signal's number."""
-    from segflow_pipeline.defs.integrations import INTEGRATIONS, PARTITIONS, UNUSABLE_ENTRIES
+    from segflow_pipeline.defs import integrations
 
     err = out or sys.stderr
     defs = load_definitions()
+    accounts = integrations.accounts()  # those the Definitions were built with
     job = defs.resolve_job_def("daily_refresh_job").with_logger_defs({"segflow": one_line_logger})
-    names = [i.name for i in INTEGRATIONS]
-    workspace_of = {i.name: i.workspace for i in INTEGRATIONS}
+    names = [i.name for i in accounts.integrations]
+    workspace_of = {i.name: i.workspace for i in accounts.integrations}
     if integration is not None and integration not in names:
         print(f"segflow: no integration named {integration!r}; configured: {', '.join(names)}", file=err)
         return 2
@@ -171,7 +171,7 @@ def refresh(integration: str | None = None, *, full: bool = False, out: TextIO |
             try:
                 result = job.execute_in_process(
                     instance=instance, run_config=run_config, raise_on_error=False,
-                    partition_key=name if PARTITIONS is not None else None,
+                    partition_key=name if accounts.partitions is not None else None,
                     tags={"segflow/integration": name, "segflow/workspace": workspace_of[name] or "none",
                           "segflow/trigger": "cli"},
                 )
@@ -185,8 +185,8 @@ def refresh(integration: str | None = None, *, full: bool = False, out: TextIO |
                 print(f"{name}: refreshed (run {result.run_id})", file=out or sys.stdout)
             else:
                 failures.append(run_failure(result, name, defs))
-        home = instance.root_directory if os.environ.get("DAGSTER_HOME") else None
-    problems = list(UNUSABLE_ENTRIES) if integration is None else []
+        home = instance.root_directory if config.dagster_home() else None
+    problems = list(accounts.unusable_entries) if integration is None else []
     for problem in problems:  # entries of the integrations file that name no account
         print(f"segflow: {problem}", file=err)
     if failures:
@@ -211,13 +211,20 @@ def _was_interrupted(result: dg.ExecuteInProcessResult) -> bool:
 
 
 def _interrupted(name: str, result: dg.ExecuteInProcessResult | None, signum: int) -> int:
-    published = result is not None and any(
-        e.event_type_value == "STEP_SUCCESS" and e.step_key == PUBLISH_STEP for e in result.all_events)
+    published = result is not None and _published(result)
     where = (f"after publishing {name!r}" if published
              else f"while refreshing {name!r}; nothing was published and nothing is retried")
     print(f"segflow: interrupted by {signal.Signals(signum).name} {where}. Run `segflow refresh` again to "
           "finish.", file=sys.stderr)
     return 128 + signum
+
+
+def _published(result: dg.ExecuteInProcessResult) -> bool:
+    """Whether the run's publish step succeeded (its data is in the published file): the step that materialized
+    the published file, whatever Dagster names it, ended well."""
+    steps = {e.step_key for e in result.all_events
+             if e.event_type_value == "ASSET_MATERIALIZATION" and e.asset_key == PUBLISHED}
+    return any(e.event_type_value == "STEP_SUCCESS" and e.step_key in steps for e in result.all_events)
 
 
 def publish_warnings(result: dg.ExecuteInProcessResult) -> list[str]:
@@ -254,12 +261,13 @@ class RunFailure:
     run_id: str
     checks: list[FailedCheck] = field(default_factory=list)
     errors: list[tuple[str, str, str | None]] = field(default_factory=list)  # step, message, stack (None if none)
+    published: bool = False  # the run's data was published before what failed (e.g. the report)
 
 
 def run_failure(result: dg.ExecuteInProcessResult, integration: str, defs: dg.Definitions) -> RunFailure:
     """The failed checks (with their rows) and the step errors no failed check explains, from a run's events."""
     graph = defs.resolve_asset_graph()
-    failure = RunFailure(integration=integration, run_id=result.run_id)
+    failure = RunFailure(integration=integration, run_id=result.run_id, published=_published(result))
     explained: set[str] = set()
     for event in result.all_events:
         if event.event_type_value != "ASSET_CHECK_EVALUATION":
@@ -369,7 +377,11 @@ def failure_summary(failure: RunFailure, published: Path, dagster_home: str | No
             lines.append("    Stack trace:")
             lines += ["      " + line for line in stack.rstrip().splitlines()]
     lines.append("")
-    if published.exists():
+    if failure.published:
+        lines += _wrap(f"This run published its data: {published} holds it ({_published_at(published)}). What failed "
+                       "came after; the charts in reports/ beside it are those of the last run whose report "
+                       "succeeded.", "  ")
+    elif published.exists():
         lines += _wrap(f"This run published nothing; the published file keeps its previous data: {published} and the "
                        f"charts in reports/ beside it are the last successful refresh's ({_published_at(published)}).",
                        "  ")

@@ -59,13 +59,16 @@ def test_checks_state_properties_and_block():
     assert not [name for _, name in checks if "check" in name]
 
 
-def test_publish_depends_on_every_metric_and_mart():
+def test_publish_depends_on_every_metric_and_mart_and_the_report_comes_after_it():
     graph = load_definitions().resolve_asset_graph()
     parents = {k.to_user_string() for k in graph.get(dg.AssetKey(["publish", "segflow_duckdb"])).parent_keys}
-    assert {"metrics/mrr_daily", "metrics/mrr_daily_reporting", "marts/kpis_monthly_reporting", "marts/mrr_report",
+    assert {"metrics/mrr_daily", "metrics/mrr_daily_reporting", "marts/kpis_monthly_reporting",
             *(f"marts/{m}" for m in MARTS)} <= parents
-    assert {"metrics/mrr_daily", "marts/mrr_report", *(f"marts/{m}" for m in MARTS), *FORECAST,
-            "marts/bet_impact"} <= parents
+    assert {"metrics/mrr_daily", *(f"marts/{m}" for m in MARTS), *FORECAST, "marts/bet_impact"} <= parents
+    # the report is off the publish path: a chart that cannot be drawn never holds back the data
+    assert "marts/mrr_report" not in parents
+    assert "publish/segflow_duckdb" in {k.to_user_string()
+                                        for k in graph.get(dg.AssetKey(["marts", "mrr_report"])).parent_keys}
 
 
 def test_job_schedule_and_freshness():
@@ -103,3 +106,80 @@ def test_every_asset_says_what_it_holds():
     missing = sorted(k.to_user_string() for k in graph.get_all_asset_keys()
                      if not (graph.get(k).description or "").strip())
     assert missing == []
+
+
+def test_resources_take_their_settings_from_the_variables(tmp_path, monkeypatch):
+    from segflow_pipeline import config
+    from segflow_pipeline.config import Integration
+    from segflow_pipeline.defs.resources import resources
+    from segflow_pipeline.resources.stripe import StripeResource
+    from segflow_pipeline.resources.warehouse import WarehouseResource
+
+    monkeypatch.setenv("SEGFLOW_DUCKDB_PATH", str(tmp_path / "bi.duckdb"))
+    monkeypatch.setenv("SEGFLOW_DUCKDB_MEMORY_LIMIT", "2GB")
+    monkeypatch.setenv("STRIPE_API_BASE", "http://127.0.0.1:9")
+    bound = resources(config.settings()).resources
+    # bound as the variables (Dagster resolves them per run and shows them in the UI), never as their values
+    assert bound["duckdb"].database == dg.EnvVar("SEGFLOW_DUCKDB_PATH")
+    assert bound["duckdb"].memory_limit == dg.EnvVar("SEGFLOW_DUCKDB_MEMORY_LIMIT")
+    assert bound["stripe"].api_base == dg.EnvVar("STRIPE_API_BASE")
+    seen = {}
+
+    @dg.asset
+    def probe(duckdb: WarehouseResource, stripe: StripeResource):
+        seen["published"] = duckdb.published_path
+        seen["api_base"] = stripe.api_base_of(Integration(name="default"))
+        seen["own_api_base"] = stripe.api_base_of(Integration(name="acme", api_base="http://127.0.0.1:8"))
+        with duckdb.integration_connection("default") as con:
+            seen["memory_limit"] = con.execute("select current_setting('memory_limit')").fetchone()[0]
+
+    assert dg.materialize([probe], resources=bound).success
+    assert seen == {"published": tmp_path / "bi.duckdb", "api_base": "http://127.0.0.1:9",
+                    "own_api_base": "http://127.0.0.1:8", "memory_limit": "1.8 GiB"}
+    # run config for the resource (as the reliability suite raises its rate limit) keeps what the variables say
+    seen.clear()
+    assert dg.materialize([probe], resources=bound, run_config={
+        "resources": {"stripe": {"config": {"max_requests_per_second": 500.0}}}}).success
+    assert seen["api_base"] == "http://127.0.0.1:9"
+
+
+def test_resources_without_the_variables_take_the_defaults(monkeypatch):
+    from segflow_pipeline import config
+    from segflow_pipeline.defs.resources import resources
+
+    for variable in ("SEGFLOW_DUCKDB_PATH", "SEGFLOW_DUCKDB_MEMORY_LIMIT", "STRIPE_API_BASE"):
+        monkeypatch.delenv(variable, raising=False)
+    bound = resources(config.settings()).resources
+    assert (bound["duckdb"].database, bound["duckdb"].memory_limit) == ("data/segflow.duckdb", None)
+    assert bound["stripe"].api_base is None
+
+
+def test_the_schedule_takes_its_cron_from_the_settings(monkeypatch):
+    from segflow_pipeline import config
+    from segflow_pipeline.defs.automation import automation
+
+    monkeypatch.setenv("SEGFLOW_REFRESH_CRON", "30 2 * * 1")
+    monkeypatch.setenv("SEGFLOW_REFRESH_TIMEZONE", "Europe/Paris")
+    schedule = automation(config.settings()).resolve_schedule_def("daily_refresh_job_schedule")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("30 2 * * 1", "Europe/Paris")
+    monkeypatch.delenv("SEGFLOW_REFRESH_CRON")
+    monkeypatch.delenv("SEGFLOW_REFRESH_TIMEZONE")
+    schedule = automation(config.settings()).resolve_schedule_def("daily_refresh_job_schedule")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 6 * * *", "UTC")
+
+
+def test_nothing_is_read_at_import_the_integrations_file_is_read_when_definitions_are_built(tmp_path):
+    import os
+
+    broken = tmp_path / "integrations.yaml"
+    broken.write_text("integrations: [name: acme\n")  # not YAML: reading it raises ConfigError
+    env = {**os.environ, "SEGFLOW_INTEGRATIONS_FILE": str(broken), "PYTHONPATH": str(PROJECT),
+           "SEGFLOW_REFRESH_CRON": "not a cron"}
+    imports = ("import segflow_pipeline.config, segflow_pipeline.definitions, segflow_pipeline.defs.integrations, "
+               "segflow_pipeline.defs.automation, segflow_pipeline.defs.resources, segflow_pipeline.cli")
+    out = subprocess.run([sys.executable, "-c", imports], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    build = subprocess.run([sys.executable, "-c", "from segflow_pipeline.runner import load_definitions\n"
+                            "load_definitions()"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert build.returncode != 0 and "ConfigError" in build.stderr and "not valid YAML" in build.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Optional
 
 import duckdb
 from dagster_duckdb import DuckDBResource
@@ -24,6 +25,14 @@ class WarehouseResource(DuckDBResource):
     """The DuckDB file BI reads (`database`), and the per-integration working files the pipeline writes."""
 
     lock_timeout_s: float = 600.0
+    # DuckDB memory of a working-file connection, e.g. `1GB` (SEGFLOW_DUCKDB_MEMORY_LIMIT, bound as `dg.EnvVar` in
+    # defs/resources.py). None: the variable as `config` reads it (run config that sets other fields of this
+    # resource drops the binding), else `files.DEFAULT_MEMORY_LIMIT`.
+    memory_limit: Optional[str] = None
+
+    @property
+    def memory(self) -> str | None:
+        return self.memory_limit or config.duckdb_memory_limit()
 
     @property
     def published_path(self) -> Path:
@@ -38,7 +47,7 @@ class WarehouseResource(DuckDBResource):
                                ) -> Iterator[duckdb.DuckDBPyConnection]:
         """The working file of one account, under its lock; `heal`: see `files.integration_connection`."""
         with files.integration_connection(self.published_path, integration, timeout_s=self.lock_timeout_s,
-                                          heal=heal) as con:
+                                          heal=heal, memory_limit=self.memory) as con:
             yield con
 
     @contextlib.contextmanager
@@ -57,7 +66,7 @@ class WarehouseResource(DuckDBResource):
         # A working file holds every raw table from its first sync on (`raw.ensure_tables`).
         return files.publish(self.published_path, integrations, timeout_s=self.lock_timeout_s,
                              required=[f"{raw.SCHEMA}.{table}" for table in TABLES], comments=comments,
-                             target=self.workspace_path(workspace))
+                             target=self.workspace_path(workspace), memory_limit=self.memory)
 
     def publish_reports(self, run_id: str, workspace: str = config.DEFAULT_WORKSPACE) -> list[str]:
         return files.publish_reports(self.published_path, run_id, self.workspace_path(workspace))

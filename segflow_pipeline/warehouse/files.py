@@ -21,9 +21,10 @@ Layout beside SEGFLOW_DUCKDB_PATH (the published file BI tools open):
   publish never reads another workspace's accounts and never waits for another workspace's publish. Working files
   and ready copies stay in one place per account, under `<dir>/.segflow/` (account names are unique across
   workspaces). The default workspace's target is the published file itself.
-- Reports (charts, HTML) go with the data: a run writes them to `<dir>/.segflow/reports/<integration>.<run id>/`,
-  and only the publish step of that same run moves them to `reports/<integration>/` beside its workspace's file.
-  A run that fails before publishing leaves the published reports as they were, matching the published file.
+- Reports (charts, HTML) follow the data: once a run has published its data, it writes them to
+  `<dir>/.segflow/reports/<integration>.<run id>/` and, complete, moves them to `reports/<integration>/` beside its
+  workspace's file (`publish_reports`). A run that fails before publishing, or whose report fails, leaves the
+  published reports as they were: never newer than the published file.
 - One account's damaged files stay that account's problem. A copy replaces the last good ready copy only once it
   opens, is as long as DuckDB says it should be, and holds the working file's tables with the same row counts.
   An account whose working file cannot be used (damaged, or held open by another process) keeps its last good
@@ -54,6 +55,7 @@ import duckdb
 from segflow_pipeline.warehouse import comments as table_comments
 from segflow_pipeline.warehouse import raw
 from segflow_pipeline.warehouse.comments import TableComment
+from segflow_pipeline.warehouse.transactions import transaction
 
 PUBLISHED_SCHEMAS = ("stripe", "metrics", "marts")
 # DuckDB's own default is 80 % of RAM, whatever else runs on the machine: a full sync then keeps every block it
@@ -114,7 +116,7 @@ def reports_dir(published: Path, integration: str) -> Path:
 
 
 def pending_reports_dir(published: Path, integration: str, run_id: str) -> Path:
-    """Where a run writes its reports until its publish step moves them to `reports_dir`."""
+    """Where a run writes its reports until the report, once complete, moves them to `reports_dir`."""
     return state_dir(published) / "reports" / f"{integration}.{run_id}"
 
 
@@ -177,21 +179,16 @@ def file_lock(path: Path, *, timeout_s: float, what: str) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def memory_limit(env: Mapping[str, str] | None = None) -> str:
-    """The DuckDB memory limit of working-file connections: SEGFLOW_DUCKDB_MEMORY_LIMIT (e.g. `1GB`) or the default."""
-    value = (os.environ if env is None else env).get(MEMORY_LIMIT_ENV, "").strip()
-    return value or DEFAULT_MEMORY_LIMIT
-
-
-def connect(path: Path) -> duckdb.DuckDBPyConnection:
-    """A read-write connection to a working file with the pipeline's memory settings (see the module doc).
+def connect(path: Path, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    """A read-write connection to a working file with the pipeline's memory settings (see the module doc):
+    `memory_limit` (e.g. `1GB`, SEGFLOW_DUCKDB_MEMORY_LIMIT) or `DEFAULT_MEMORY_LIMIT`.
 
     Spilling goes to DuckDB's default temporary directory for a file, `<path>.tmp` beside it.
     """
     con = duckdb.connect(str(path))
-    limit = memory_limit()
+    limit = (memory_limit or "").strip() or DEFAULT_MEMORY_LIMIT
     try:
-        con.execute(f"set memory_limit = '{limit.replace(chr(39), '')}'")
+        con.execute("set memory_limit = ?", [limit])
     except duckdb.Error as exc:
         con.close()
         raise ValueError(f"{MEMORY_LIMIT_ENV}={limit!r} is not a DuckDB memory limit (e.g. 512MB, 2GB): {exc}"
@@ -229,11 +226,12 @@ def check_length(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         raise DamagedFile(path, f"cut short: {size:,} bytes where its header counts {expected:,}")
 
 
-def open_checked(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+def open_checked(path: Path, *, read_only: bool = False, memory_limit: str | None = None
+                 ) -> duckdb.DuckDBPyConnection:
     """A connection to an existing or new DuckDB file (the pipeline's settings when writable), once it is known
     to be readable: `FileHeld`, `DamagedFile` or `CannotWrite` otherwise."""
     try:
-        con = duckdb.connect(str(path), read_only=True) if read_only else connect(path)
+        con = duckdb.connect(str(path), read_only=True) if read_only else connect(path, memory_limit)
     except duckdb.Error as exc:
         raise unusable(path, exc) from None
     except OSError as exc:
@@ -260,8 +258,9 @@ def set_aside(path: Path) -> Path:
 
 @contextlib.contextmanager
 def integration_connection(published: Path, integration: str, *, timeout_s: float = 600.0,
-                           heal: Callable[[str], None] | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-write connection to one integration's working file, held under its lock.
+                           heal: Callable[[str], None] | None = None, memory_limit: str | None = None
+                           ) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-write connection to one integration's working file, held under its lock (`connect`: `memory_limit`).
 
     A working file that cannot be read (`DamagedFile`) is moved aside and replaced by a new, empty one when
     `heal` is given (the sync, which then rebuilds it with a full sync): `heal` gets the message saying so.
@@ -270,7 +269,7 @@ def integration_connection(published: Path, integration: str, *, timeout_s: floa
     path = working_path(published, integration)
     with file_lock(path.with_suffix(".lock"), timeout_s=timeout_s, what=f"integration {integration!r}"):
         try:
-            con = open_checked(path)
+            con = open_checked(path, memory_limit=memory_limit)
         except DamagedFile as exc:
             if heal is None:
                 raise DamagedFile(path, f"{exc.detail}; `segflow refresh --integration {integration}` moves it "
@@ -278,7 +277,7 @@ def integration_connection(published: Path, integration: str, *, timeout_s: floa
             aside = set_aside(path)
             heal(f"The working file {path} of {integration!r} could not be read ({exc.detail}): moved it to "
                  f"{aside} (kept for inspection); this run rebuilds it with a full sync from Stripe.")
-            con = open_checked(path)
+            con = open_checked(path, memory_limit=memory_limit)
         try:
             yield con
         finally:
@@ -319,16 +318,17 @@ def publish_lock(target: Path) -> Path:
 def publish(published: Path, integrations: list[str], *, timeout_s: float = 600.0,
             required: Collection[str] = (),
             comments: Mapping[tuple[str, str], TableComment] | None = None,
-            target: Path | None = None) -> Publication:
+            target: Path | None = None, memory_limit: str | None = None) -> Publication:
     """Refresh the ready copies of `integrations` that are free, union every usable one into a new file and rename
     it over `target` (a workspace's file; default `published`). `published` locates the working files and ready
     copies (`state_dir`); only the copies of `integrations` are read, so a workspace's file holds its own accounts
     and nobody else's. An account whose copy cannot be made or read is left with its last good copy, or out; the
     others are published all the same. `required`: tables (`schema.table`) a working file must hold to be copied.
     `comments` (`comments.published_comments`) are written on the new file's tables and columns before it replaces
-    the old one."""
+    the old one. `memory_limit`: of a working file opened to fold its write-ahead log in (`connect`)."""
     target = published if target is None else target
-    accounts = {name: refresh_ready_copy(published, name, required=required) for name in integrations}
+    accounts = {name: refresh_ready_copy(published, name, required=required, memory_limit=memory_limit)
+                for name in integrations}
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -365,10 +365,10 @@ def publish(published: Path, integrations: list[str], *, timeout_s: float = 600.
     return Publication(counts, accounts)
 
 
-def inventory(path: Path, *, writable: bool = False) -> dict[str, int]:
+def inventory(path: Path, *, writable: bool = False, memory_limit: str | None = None) -> dict[str, int]:
     """Rows per table (`schema.table`) of the published schemas in a DuckDB file, once it is known to be readable.
     `writable` folds a pending write-ahead log into the file first."""
-    con = open_checked(path, read_only=not writable)
+    con = open_checked(path, read_only=not writable, memory_limit=memory_limit)
     try:
         if writable:
             con.execute("checkpoint")
@@ -384,7 +384,8 @@ def inventory(path: Path, *, writable: bool = False) -> dict[str, int]:
         con.close()
 
 
-def refresh_ready_copy(published: Path, integration: str, *, required: Collection[str] = ()) -> AccountCopy:
+def refresh_ready_copy(published: Path, integration: str, *, required: Collection[str] = (),
+                       memory_limit: str | None = None) -> AccountCopy:
     """Copy the integration's working file to its ready copy if nobody is writing it now and it changed since the
     last copy, once the copy is known to be good. A busy account keeps its previous ready copy; so does one whose
     working file cannot be used, if that copy is usable."""
@@ -397,7 +398,8 @@ def refresh_ready_copy(published: Path, integration: str, *, required: Collectio
         with file_lock(work.with_suffix(".lock"), timeout_s=0, what=f"integration {integration!r}"):
             try:
                 # `writable`: fold the write-ahead log into the file so that the copy is complete on its own.
-                expected = inventory(work, writable=work.with_name(work.name + ".wal").exists())
+                expected = inventory(work, writable=work.with_name(work.name + ".wal").exists(),
+                                     memory_limit=memory_limit)
             except WarehouseError as exc:
                 return _last_copy(integration, ready, str(exc))
             missing = sorted(set(required) - set(expected))
@@ -480,14 +482,13 @@ def _union_into(con: duckdb.DuckDBPyConnection, sources: Mapping[str, Path]) -> 
         layout = " union all by name ".join(f'(select * from {a}."{schema}"."{table}" limit 0)' for a in having)
         con.execute(f'create table "{schema}"."{table}" as {layout}')
     for name, alias in aliases.items():
-        con.execute("begin transaction")
         try:
-            for (schema, table), having in sorted(tables.items()):
-                if alias in having:
-                    con.execute(f'insert into "{schema}"."{table}" by name select * from {alias}."{schema}"."{table}"')
-            con.execute("commit")
+            with transaction(con):
+                for (schema, table), having in sorted(tables.items()):
+                    if alias in having:
+                        con.execute(f'insert into "{schema}"."{table}" by name '
+                                    f'select * from {alias}."{schema}"."{table}"')
         except duckdb.Error as exc:
-            con.execute("rollback")
             raise _SourceFailed(name, f"its copy {sources[name]} cannot be read ({str(exc).strip()})") from None
     counts = {f"{schema}.{table}": con.execute(f'select count(*) from "{schema}"."{table}"').fetchone()[0]
               for schema, table in sorted(tables)}

@@ -10,6 +10,8 @@ import polars as pl
 import pyarrow as pa
 import duckdb
 
+from segflow_pipeline.warehouse.transactions import transaction
+
 
 def read_table(con: duckdb.DuckDBPyConnection, schema: str, table: str, integration: str,
                exclude: tuple[str, ...] = ("raw",)) -> pl.DataFrame:
@@ -36,8 +38,7 @@ def replace_rows(con: duckdb.DuckDBPyConnection, schema: str, table: str, frame:
     recreated (other integrations' rows of a changed table are dropped with it and come back on their next run).
     """
     arrow = frame.to_arrow()
-    con.execute("begin transaction")
-    try:
+    with transaction(con):
         con.execute(f'create schema if not exists "{schema}"')
         _ensure_shape(con, schema, table, arrow.schema)
         conditions = {"integration": integration, **(where or {})}
@@ -46,10 +47,6 @@ def replace_rows(con: duckdb.DuckDBPyConnection, schema: str, table: str, frame:
         con.register("_incoming", arrow)
         con.execute(f'insert into "{schema}"."{table}" by name select * from _incoming')
         con.unregister("_incoming")
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
     return arrow.num_rows
 
 

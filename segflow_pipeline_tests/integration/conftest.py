@@ -1,18 +1,10 @@
 """Shared fixtures for end-to-end tests: one emulator per session (two sandbox accounts), env pointed at it."""
 
-import sys
-from pathlib import Path
-
 import pytest
 
 from stripe_sandbox.account import build_account
 from stripe_sandbox.server import EmulatorServer
-
-PROJECT = Path(__file__).resolve().parents[2]
-CHECK_CONTRACT = PROJECT.parent / "shared" / "tools" / "check_contract.py"
-ACME_KEY = "sk_test_acme_4eC39HqLyjWDarjtT1zdp7dc"
-GLOBEX_KEY = "rk_test_globex_51Hx8Yz2eZvKYlo2C9Xw"
-NOSUBS_KEY = "rk_test_nosubs_51Hx8Yz2eZvKYlo2Cab"
+from segflow_pipeline_tests.support.accounts import ACME_KEY, GLOBEX_KEY, NOSUBS_KEY
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +26,3 @@ def pipeline_env(emulator, tmp_path, monkeypatch):
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     return published
 
-
-def python() -> str:
-    return sys.executable

@@ -9,7 +9,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from segflow_pipeline_tests.integration.conftest import ACME_KEY, GLOBEX_KEY, NOSUBS_KEY, PROJECT
+from segflow_pipeline_tests.support.accounts import ACME_KEY, GLOBEX_KEY, NOSUBS_KEY
+from segflow_pipeline_tests.support.paths import PROJECT
 
 BIN = Path(sys.executable).parent
 BROKEN_KEY = "sk_test_revoked0000000000000000wxyz"

@@ -17,7 +17,7 @@ import pytest
 
 from stripe_sandbox.account import build_account
 from stripe_sandbox.server import EmulatorServer
-from segflow_pipeline_tests.integration.conftest import PROJECT
+from segflow_pipeline_tests.support.paths import PROJECT
 
 BIN = Path(sys.executable).parent
 SANDBOX_KEY = "sk_test_sandbox_full"

@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from segflow_pipeline_tests.integration.conftest import PROJECT
+from segflow_pipeline_tests.support.paths import PROJECT
 
 BIN = Path(sys.executable).parent
 

@@ -14,7 +14,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,8 +23,8 @@ import stripe
 from stripe_sandbox.account import build_account
 from stripe_sandbox.records import EVENT_WINDOW_S
 from stripe_sandbox.server import SANDBOX_KEYS, EmulatorServer
+from segflow_pipeline_tests.support.paths import STRIPE_FIXTURES as FIXTURES
 
-FIXTURES = Path("/work/shared/stripe/fixtures3.json")
 NOW = 1767225600  # 2026-01-01T00:00:00Z: a fixed clock keeps the account identical on every run
 KEY = "sk_test_sandbox_full"
 
@@ -396,7 +395,6 @@ def _keys(obj: dict) -> set[str]:
     return set(obj)
 
 
-@pytest.mark.skipif(not FIXTURES.exists(), reason="Stripe fixtures not available")
 def test_key_sets_equal_stripe_fixtures(client, account):
     fx = json.loads(FIXTURES.read_text())["resources"]
     subs = raw(client, "/v1/subscriptions", limit=100, status="all")["data"]

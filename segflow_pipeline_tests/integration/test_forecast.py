@@ -19,7 +19,7 @@ from segflow_pipeline.runner import load_definitions
 from segflow_pipeline.transform import forecast
 from segflow_pipeline.warehouse import files
 from segflow_pipeline.warehouse import tables as wh
-from segflow_pipeline_tests.integration.conftest import ACME_KEY
+from segflow_pipeline_tests.support.accounts import ACME_KEY
 from segflow_pipeline_tests.integration.test_pipeline import check_results, run_job
 from segflow_pipeline_tests.unit.transform.test_forecast import daily
 from segflow_pipeline_tests.unit.warehouse.test_sql_models import seed

@@ -70,12 +70,10 @@ def test_materialize_writes_marts_checks_and_report(published: Path) -> None:
     assert [float(v) for (v,) in ending] == [150.0, 200.0, 230.0]
     assert integrations == [(NAME,)]
     report = published.parent / "reports" / NAME
-    # Written aside until the same run's publish step moves them into place (none here: publish did not run).
-    assert not report.exists()
+    # Written aside, then moved into place by the report itself, all at once: nothing is left pending.
     pending = files.pending_reports_dir(published, NAME, result.run_id)
-    assert {p.name for p in pending.iterdir()} == REPORT_FILES
-    assert files.publish_reports(published, result.run_id) == [NAME]
     assert {p.name for p in report.iterdir()} == REPORT_FILES and not pending.exists()
+    assert not list(files.state_dir(published).glob("reports/*"))
     metadata = result.asset_materializations_for_node("marts__mrr_report")[0].metadata
     assert metadata["mrr_chart"].value.startswith("![MRR per currency](data:image/png;base64,")
     assert metadata["kpis_chart"].value.startswith("![Headline KPIs, last 12 months](data:image/png;base64,")
@@ -157,14 +155,14 @@ def test_with_rates_every_currency_is_converted(published: Path, tmp_path: Path,
     assert [str(v) for v in march] == ["200.00", "278.00", "44.00", "30.00", "4.00", "4", "1.0000"]
     metadata = result.asset_materializations_for_node("marts__mrr_report")[0].metadata
     assert metadata["reporting_currency"].value == "usd" and "total_chart" in metadata
-    # the report waits beside the data until the run's publish step (not materialized here) moves it into place
-    assert (files.pending_reports_dir(published, NAME, result.run_id) / "total.png").exists()
+    # the report moves its own files into place, beside the published file
+    assert (files.reports_dir(published, NAME) / "total.png").exists()
 
     monkeypatch.delenv("SEGFLOW_FX_RATES")  # rates removed: the tables and the total chart go
     again = materialize_all(published)
     assert again.success
     assert not {"metrics.mrr_daily_reporting", "marts.kpis_monthly_reporting"} & tables(published)
-    report = files.pending_reports_dir(published, NAME, again.run_id)
+    report = files.reports_dir(published, NAME)
     assert (report / "mrr.html").exists() and not (report / "total.png").exists()
 
 

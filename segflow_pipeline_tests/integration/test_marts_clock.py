@@ -34,7 +34,7 @@ from segflow_pipeline.warehouse import raw
 from segflow_pipeline.warehouse import sql_models as sm
 from segflow_pipeline.warehouse import tables as wh
 from segflow_pipeline_tests import kpi_oracle as oracle
-from segflow_pipeline_tests.integration.conftest import ACME_KEY
+from segflow_pipeline_tests.support.accounts import ACME_KEY
 
 NAME = "default"
 KPI_COLUMNS = ("as_of_date", "starting_mrr", "ending_mrr", "net_new_mrr", *oracle.MOVES, "paying_customers", "arpa",

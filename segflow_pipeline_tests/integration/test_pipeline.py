@@ -2,7 +2,6 @@
 
 import datetime as dt
 import re
-import subprocess
 
 import dagster as dg
 import duckdb
@@ -10,7 +9,9 @@ import pytest
 import stripe
 
 from segflow_pipeline.runner import load_definitions
-from segflow_pipeline_tests.integration.conftest import ACME_KEY, CHECK_CONTRACT, NOSUBS_KEY, PROJECT, python
+from segflow_pipeline_tests.support.accounts import ACME_KEY, NOSUBS_KEY
+from segflow_pipeline_tests.support.contract import contract_failures
+from segflow_pipeline_tests.support.paths import PROJECT
 from segflow_pipeline_tests.integration.mrr_oracle import mrr_today
 
 
@@ -53,11 +54,22 @@ def test_full_refresh_succeeds_and_every_check_passes(first_run):
         assert name in checks
 
 
-def test_published_file_satisfies_the_contract(first_run):
+def test_published_file_satisfies_the_contract(first_run, tmp_path):
     _, published = first_run
-    out = subprocess.run([python(), str(CHECK_CONTRACT), str(published)], capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout
-    assert "all checks hold" in out.stdout
+    assert contract_failures(published) == []
+    # the same check on a copy missing one day of a series and with a movement off by a cent: both are named
+    broken = tmp_path / "broken.duckdb"
+    broken.write_bytes(published.read_bytes())
+    with duckdb.connect(str(broken)) as con:
+        last, currency = con.execute("select max(date), min(currency) from metrics.mrr_daily").fetchone()
+        gone, off = last - dt.timedelta(days=10), last - dt.timedelta(days=20)
+        con.execute("delete from metrics.mrr_daily where date = ? and currency = ?", [gone, currency])
+        con.execute("update metrics.mrr_daily set new_mrr = new_mrr + 0.01 where date = ? and currency = ?",
+                    [off, currency])
+    failures = contract_failures(broken)
+    assert f"default/{currency}: 1 missing days between" in " ".join(failures)
+    breaks = [f for f in failures if f.startswith("movements do not explain the change of MRR")]
+    assert len(breaks) == 1 and f"datetime.date({off.year}, {off.month}, {off.day})" in breaks[0]
 
 
 def test_raw_tables_hold_every_object_once(first_run, emulator):
@@ -200,3 +212,44 @@ def test_docs_tables_md_lists_every_stripe_and_metrics_column_with_its_type(firs
     # every table of the file, with every column and its real type (optional tables, like the reporting
     # currency's, are documented too but absent from a run without rates)
     assert {k: documented.get(k) for k in actual} == actual
+
+
+def test_a_chart_that_cannot_be_drawn_fails_the_report_only_and_the_data_is_published(first_run, tmp_path,
+                                                                                        monkeypatch):
+    import shutil
+
+    from segflow_pipeline import runner
+    from segflow_pipeline.reporting import charts
+
+    _, first = first_run
+    shutil.copytree(first.parent, tmp_path / "data")  # the first run's files: working copy, published file, report
+    published = tmp_path / "data" / first.name
+    report = tmp_path / "data" / "reports" / "default" / "mrr.html"
+    before_report, before_file = report.read_bytes(), published.stat().st_ino
+    monkeypatch.setenv("SEGFLOW_DUCKDB_PATH", str(published))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the chart library cannot draw today")
+
+    monkeypatch.setattr(charts, "write_report", broken)
+    result = run_job(full=False)
+    assert not result.success
+    steps = {e.step_key: e.event_type_value for e in result.all_events
+             if e.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE")}
+    assert steps["segflow_duckdb"] == "STEP_SUCCESS" and steps["marts__mrr_report"] == "STEP_FAILURE"
+    assert [k for k, v in steps.items() if v == "STEP_FAILURE"] == ["marts__mrr_report"]
+    # the data went out: a new file renamed over the old one, holding today's MRR
+    assert published.stat().st_ino != before_file
+    with duckdb.connect(str(published), read_only=True) as con:
+        assert con.execute("select count(*) from metrics.mrr_daily where date = "
+                           "(select max(date) from metrics.mrr_daily)").fetchone()[0] > 0
+    # the report failed with what happened and what it means, and the previous one stayed in place, whole
+    failure = runner.run_failure(result, "default", load_definitions())
+    assert failure.published and [step for step, _, _ in failure.errors] == ["marts__mrr_report"]
+    message = failure.errors[0][1]
+    assert "the MRR report of 'default' could not be drawn (RuntimeError: the chart library cannot draw today)" \
+        in message and "The data was published all the same" in message
+    assert report.read_bytes() == before_report
+    assert not list((tmp_path / "data" / ".segflow" / "reports").glob("default.*"))  # nothing half-written left
+    summary = " ".join(runner.failure_summary(failure, published, dagster_home=None).split())
+    assert f"This run published its data: {published} holds it" in summary and "published nothing" not in summary

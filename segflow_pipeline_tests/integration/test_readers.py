@@ -11,7 +11,7 @@ from pathlib import Path
 
 from stripe_sandbox.account import build_account
 from stripe_sandbox.server import EmulatorServer
-from segflow_pipeline_tests.integration.conftest import PROJECT
+from segflow_pipeline_tests.support.paths import PROJECT
 
 KEY = "sk_test_readers_51Hx8Yz2eZvKYlo2Cqq"
 READER = textwrap.dedent("""

@@ -11,7 +11,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from segflow_pipeline_tests.integration.conftest import ACME_KEY, GLOBEX_KEY, PROJECT
+from segflow_pipeline_tests.support.accounts import ACME_KEY, GLOBEX_KEY
+from segflow_pipeline_tests.support.paths import PROJECT
 
 BIN = Path(sys.executable).parent
 FILE = """integrations:

@@ -12,7 +12,7 @@ import pytest
 from stripe_sandbox.account import build_account
 from stripe_sandbox.server import EmulatorServer
 from segflow_pipeline.stripe_api.client import StripeAPIFailure, StripeReader
-from segflow_pipeline_tests.reliability.conftest import (
+from segflow_pipeline_tests.support.reliability import (
     N_SUBSCRIPTIONS,
     SEED,
     apply_env,

@@ -15,7 +15,7 @@ from segflow_pipeline import cli
 from stripe_sandbox.account import build_account
 from stripe_sandbox.server import EmulatorServer
 from segflow_pipeline.stripe_api.keys import mask
-from segflow_pipeline_tests.reliability.conftest import (
+from segflow_pipeline_tests.support.reliability import (
     apply_env,
     assert_same_state,
     distinctive_key,

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from segflow_pipeline_tests.reliability.conftest import PROJECT
+from segflow_pipeline_tests.support.reliability import PROJECT
 
 START = """
 import os, sys, time

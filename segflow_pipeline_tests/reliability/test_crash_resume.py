@@ -17,7 +17,7 @@ import duckdb
 import pytest
 
 from stripe_sandbox.server import EmulatorServer
-from segflow_pipeline_tests.reliability.conftest import (
+from segflow_pipeline_tests.support.reliability import (
     BIN,
     Env,
     assert_same_state,

@@ -20,7 +20,7 @@ import duckdb
 import pytest
 
 from stripe_sandbox.server import EmulatorServer
-from segflow_pipeline_tests.reliability.conftest import Env, make_env, run_cli
+from segflow_pipeline_tests.support.reliability import Env, make_env, run_cli
 
 ACCOUNTS = ("a", "b", "c")
 FILE = "".join(f"  - {{name: {n}, key_env: STRIPE_KEY_{n.upper()}}}\n" for n in ACCOUNTS)

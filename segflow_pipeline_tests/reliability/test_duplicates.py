@@ -16,7 +16,7 @@ from stripe_sandbox.server import EmulatorServer
 from segflow_pipeline.stripe_api.client import StripeReader
 from segflow_pipeline.stripe_api.sync import sync_account
 from segflow_pipeline.warehouse import raw
-from segflow_pipeline_tests.reliability.conftest import FakeStripe, Request, table_rows
+from segflow_pipeline_tests.support.reliability import FakeStripe, Request, table_rows
 
 
 def pick(account) -> tuple[dict, dict, str]:

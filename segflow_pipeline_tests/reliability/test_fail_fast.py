@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from segflow_pipeline import cli
-from segflow_pipeline_tests.reliability.conftest import (
+from segflow_pipeline_tests.support.reliability import (
     FakeStripe,
     Request,
     apply_env,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from stripe_sandbox.server import EmulatorServer
-from segflow_pipeline_tests.reliability.conftest import (
+from segflow_pipeline_tests.support.reliability import (
     apply_env,
     assert_same_state,
     make_env,

@@ -10,7 +10,7 @@ import pytest
 
 from segflow_pipeline import cli, config
 from stripe_sandbox.server import EmulatorServer
-from segflow_pipeline_tests.reliability.conftest import make_env, run_cli
+from segflow_pipeline_tests.support.reliability import make_env, run_cli
 
 GOOD_AND_BAD = """\
 integrations:

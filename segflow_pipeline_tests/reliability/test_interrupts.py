@@ -11,7 +11,7 @@ import signal
 import pytest
 
 from stripe_sandbox.server import EmulatorServer
-from segflow_pipeline_tests.reliability.conftest import make_env, wait_for
+from segflow_pipeline_tests.support.reliability import make_env, wait_for
 from segflow_pipeline_tests.reliability.test_crash_resume import Refresh
 
 

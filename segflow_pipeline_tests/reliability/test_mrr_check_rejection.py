@@ -14,7 +14,7 @@ import pytest
 
 from segflow_pipeline.runner import failure_messages
 from stripe_sandbox.server import EmulatorServer
-from segflow_pipeline_tests.reliability.conftest import apply_env, check_results, make_env, run_job
+from segflow_pipeline_tests.support.reliability import apply_env, check_results, make_env, run_job
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 from segflow_pipeline.stripe_api.client import StripeAPIFailure, StripeReader
 from segflow_pipeline.stripe_api.sync import sync_account
 from segflow_pipeline.warehouse import raw
-from segflow_pipeline_tests.reliability.conftest import (
+from segflow_pipeline_tests.support.reliability import (
     FakeStripe,
     Request,
     apply_env,

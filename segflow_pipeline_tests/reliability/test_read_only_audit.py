@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from segflow_pipeline_tests.reliability.conftest import PROJECT
+from segflow_pipeline_tests.support.reliability import PROJECT
 
 PROBE = textwrap.dedent('''
     import urllib.error

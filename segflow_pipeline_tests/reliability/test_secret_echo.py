@@ -14,7 +14,7 @@ import pytest
 from segflow_pipeline.runner import failure_messages
 from segflow_pipeline.stripe_api.client import StripeAPIFailure, StripeReader
 from segflow_pipeline.stripe_api.keys import mask, redact
-from segflow_pipeline_tests.reliability.conftest import (
+from segflow_pipeline_tests.support.reliability import (
     FakeStripe,
     Request,
     apply_env,

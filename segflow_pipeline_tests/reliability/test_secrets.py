@@ -18,7 +18,7 @@ from segflow_pipeline.runner import failure_messages
 from stripe_sandbox.server import EmulatorServer
 from segflow_pipeline.stripe_api.client import StripeAPIFailure, StripeReader
 from segflow_pipeline.stripe_api.keys import StripeSetupError, classify, mask
-from segflow_pipeline_tests.reliability.conftest import (
+from segflow_pipeline_tests.support.reliability import (
     apply_env,
     distinctive_key,
     make_env,

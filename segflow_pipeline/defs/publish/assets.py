@@ -12,7 +12,6 @@ from segflow_pipeline.defs.integrations import BY_NAME, INTEGRATIONS, PARTITIONS
 from segflow_pipeline.defs.marts import bets
 from segflow_pipeline.defs.marts.assets import MART_KEYS, MODELS
 from segflow_pipeline.defs.marts.bets import BET_IMPACT
-from segflow_pipeline.defs.marts.report import MRR_REPORT
 from segflow_pipeline.defs.marts.reporting_currency import KPIS_MONTHLY_REPORTING
 from segflow_pipeline.defs.metrics import forecast
 from segflow_pipeline.defs.metrics.assets import CUSTOMER_MOVEMENTS, MRR_DAILY
@@ -79,7 +78,7 @@ DESCRIPTION = ("The DuckDB file of the run's workspace (SEGFLOW_DUCKDB_PATH for 
 # of its own workspace's accounts, not those of accounts it did not publish.
 @dg.multi_asset(
     specs=[dg.AssetSpec(PUBLISHED, group_name="publish", kinds={"duckdb"}, description=DESCRIPTION,
-                        deps=[MRR_DAILY, CUSTOMER_MOVEMENTS, *MART_KEYS, MRR_REPORT, MRR_DAILY_REPORTING,
+                        deps=[MRR_DAILY, CUSTOMER_MOVEMENTS, *MART_KEYS, MRR_DAILY_REPORTING,
                               KPIS_MONTHLY_REPORTING, *FORECAST_KEYS, BET_IMPACT])],
     can_subset=True,
     check_specs=[dg.AssetCheckSpec("readable_with_contract_tables", asset=PUBLISHED, blocking=True,
@@ -111,7 +110,6 @@ def segflow_duckdb(context: dg.AssetExecutionContext, duckdb: WarehouseResource)
         accounts.update(publication.accounts)
         for table, n in publication.counts.items():
             counts[table] = counts.get(table, 0) + n
-        reports = duckdb.publish_reports(context.run_id, workspace)
         with duckdb.get_connection(workspace) as con:
             present = {f"{s}.{t}" for s, t in con.execute(
                 "select table_schema, table_name from information_schema.tables").fetchall()}
@@ -120,8 +118,7 @@ def segflow_duckdb(context: dg.AssetExecutionContext, duckdb: WarehouseResource)
              "stripe.coupons"} - present)]
         path = duckdb.workspace_path(workspace)
         paths.append(str(path.resolve()))
-        context.log.info(f"published workspace {workspace!r} to {path} ({len(publication.counts)} tables)"
-                         + (f" and the reports of {', '.join(reports)}" if reports else ""))
+        context.log.info(f"published workspace {workspace!r} to {path} ({len(publication.counts)} tables)")
     checks = [dg.AssetCheckResult(check_name="readable_with_contract_tables", passed=not missing,
                                   metadata={"missing": ", ".join(missing) or "none"})]
     for name, copy in accounts.items():

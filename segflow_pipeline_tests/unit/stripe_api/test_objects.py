@@ -4,21 +4,17 @@ import copy
 import datetime as dt
 import json
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from segflow_pipeline.stripe_api import objects
 from segflow_pipeline.stripe_api.tables import TABLES
-
-FIXTURES = Path(__file__).resolve().parents[4] / "shared" / "stripe" / "fixtures3.json"
+from segflow_pipeline_tests.support.paths import STRIPE_FIXTURES
 
 
 @pytest.fixture(scope="module")
 def stripe_examples() -> dict:
-    if not FIXTURES.exists():
-        pytest.skip(f"{FIXTURES} not found")
-    return json.loads(FIXTURES.read_text())["resources"]
+    return json.loads(STRIPE_FIXTURES.read_text())["resources"]
 
 
 def example(stripe_examples: dict, name: str) -> dict:

@@ -8,8 +8,7 @@ from polars.testing import assert_frame_equal
 
 from segflow_pipeline.transform import mrr
 
-from conftest import AS_OF, TODAY, Account
-from test_mrr import movement_story
+from segflow_pipeline_tests.support.mrr_inputs import AS_OF, TODAY, Account, movement_story
 
 
 def test_each_change_is_one_row_with_its_movement(account: Account) -> None:

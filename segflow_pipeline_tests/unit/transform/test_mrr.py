@@ -14,7 +14,7 @@ from polars.testing import assert_frame_equal
 from segflow_pipeline.config import MrrOptions
 from segflow_pipeline.transform import live, mrr
 
-from conftest import AS_OF, TODAY, Account, at
+from segflow_pipeline_tests.support.mrr_inputs import AS_OF, TODAY, Account, at, movement_story
 
 D = Decimal
 YESTERDAY = TODAY - dt.timedelta(days=1)
@@ -385,18 +385,6 @@ def test_amount_off_in_another_currency_does_not_apply(account: Account) -> None
 
 
 # --- section 6: movements, counts and the published frame -------------------------------------------------------
-
-def movement_story(account: Account) -> None:
-    """One customer: new on the 10th, churned on the 12th, back (reactivation) on the 13th, a second
-    subscription (expansion) on the 14th that ends (contraction) on the 15th; another customer's 1.00 all along."""
-    ten, twenty, five = (account.price(unit_amount=a) for a in (1000, 2000, 500))
-    account.subscription([(ten, 1)], status="canceled", start=at("2024-06-10", 9),
-                         canceled_at=at("2024-06-12", 10), ended_at=at("2024-06-12", 10))
-    account.subscription([(twenty, 1)], start=at("2024-06-13", 9))
-    account.subscription([(five, 1)], status="canceled", start=at("2024-06-14", 9),
-                         canceled_at=at("2024-06-15", 8), ended_at=at("2024-06-15", 8))
-    account.subscription([(account.price(unit_amount=100), 1)], customer="cus_2", start=at("2024-06-11"))
-
 
 def test_movements_of_each_kind(account: Account) -> None:
     movement_story(account)

@@ -10,7 +10,7 @@ import pytest
 
 from segflow_pipeline.transform import mrr
 
-from conftest import AS_OF, TODAY, Account, at
+from segflow_pipeline_tests.support.mrr_inputs import AS_OF, TODAY, Account, at
 
 D = Decimal
 UPGRADE_DAY = TODAY - dt.timedelta(days=40)  # 2024-05-06

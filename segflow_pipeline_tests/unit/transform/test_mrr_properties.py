@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from segflow_pipeline.transform import currency, live, mrr, schemas
 
-from conftest import AS_OF, TODAY, Account, at
+from segflow_pipeline_tests.support.mrr_inputs import AS_OF, TODAY, Account, at
 
 FACTOR = {"month": Fraction(1), "year": Fraction(1, 12), "week": Fraction(52, 12), "day": Fraction(365, 12)}
 FIRST_DAY = TODAY - dt.timedelta(days=90)

@@ -10,7 +10,7 @@ import pytest
 
 from segflow_pipeline.transform import mrr, schemas
 
-from conftest import AS_OF, Account, at
+from segflow_pipeline_tests.support.mrr_inputs import AS_OF, Account, at
 
 
 @pytest.fixture

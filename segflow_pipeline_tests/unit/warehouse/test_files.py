@@ -76,18 +76,26 @@ def _limit_mib(con):
     return float(value) * {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024}[unit]
 
 
-def test_working_connections_run_under_a_memory_limit(tmp_path, monkeypatch):
+def test_working_connections_run_under_a_memory_limit(tmp_path):
     published = tmp_path / "segflow.duckdb"
-    monkeypatch.delenv(files.MEMORY_LIMIT_ENV, raising=False)
     with files.integration_connection(published, "a") as con:
         assert _limit_mib(con) == pytest.approx(512e6 / 2**20, rel=0.01)
-    monkeypatch.setenv(files.MEMORY_LIMIT_ENV, "2GB")
-    with files.integration_connection(published, "a") as con:
+    with files.integration_connection(published, "a", memory_limit="2GB") as con:
         assert _limit_mib(con) == pytest.approx(2e9 / 2**20, rel=0.05)
-    monkeypatch.setenv(files.MEMORY_LIMIT_ENV, "lots")
     with pytest.raises(ValueError, match=files.MEMORY_LIMIT_ENV):
-        with files.integration_connection(published, "a"):
+        with files.integration_connection(published, "a", memory_limit="lots"):
             pass
+
+
+def test_a_memory_limit_with_a_quote_is_refused_not_run_as_sql(tmp_path):
+    # The limit is a bound parameter: text that would close the quote of an f-string is refused by DuckDB as a
+    # value, and nothing after it runs.
+    published = tmp_path / "segflow.duckdb"
+    with pytest.raises(ValueError, match="is not a DuckDB memory limit"):
+        with files.integration_connection(published, "a", memory_limit="1GB'; create table pwned(x int); --"):
+            pass
+    with files.integration_connection(published, "a") as con:
+        assert con.execute("select count(*) from duckdb_tables() where table_name = 'pwned'").fetchone()[0] == 0
 
 
 def test_publish_never_waits_for_another_accounts_refresh(tmp_path):

@@ -73,7 +73,12 @@ def test_unknown_reference_fails_with_the_tables_that_exist() -> None:
 
 def test_known_references_include_other_models() -> None:
     models = [model("a", "select * from metrics.mrr_daily"), model("b", "select * from marts.a")]
-    sm.check_refs(models, {sm.TableRef("metrics", "mrr_daily")})
+    assert models[1].refs == (sm.TableRef("marts", "a"),) and models[0].ref == sm.TableRef("marts", "a")
+    assert sm.check_refs(models, {sm.TableRef("metrics", "mrr_daily")}) is None  # b reads a: accepted
+    # the same reference without model a among the models is unknown, and named
+    with pytest.raises(sm.ModelError, match=r"b\.sql reads unknown table\(s\) marts\.a\. Models may read: "
+                                            r"marts\.b, metrics\.mrr_daily\."):
+        sm.check_refs(models[1:], {sm.TableRef("metrics", "mrr_daily")})
 
 
 def test_models_come_after_the_models_they_read() -> None:

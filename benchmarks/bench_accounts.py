@@ -9,7 +9,7 @@ Each configuration (A accounts spread round robin over W workspaces, c runs at o
 (deploy/dagster.yaml with max_concurrent_runs = c, a new database on one PostgreSQL server), one tick of the daily
 schedule that queues one run per account, and `dagster-daemon run` launching them, each run in its own process,
 against the Stripe emulator with A small sandbox accounts and a fixed latency per request. `--accounts`,
-`--workspaces` and `--concurrency` run every combination with W <= A; `--plan A:W:c,...` runs exactly those.
+`--workspaces` and `--concurrency` run every combination (W capped at A); `--plan A:W:c,...` runs exactly those.
 
 Throughput is A over the makespan, from the first run's launch to the last run's end (the daemon's own start-up and
 the tick are not counted: in production the daemon is already running). Where the time goes is read from the
@@ -26,7 +26,6 @@ copies of one account synced by the first configuration's runs, so the publish r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -41,8 +40,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from segflow_pipeline.sandbox.server import EmulatorServer  # noqa: E402
-from segflow_pipeline_tests.deploy import harness  # noqa: E402
+from segflow_pipeline.sandbox.server import EmulatorServer
+from segflow_pipeline_tests.deploy import harness
 
 STAGES = ("process start", "code load", "sync", "transform", "publish", "between steps", "run end")
 LOGGED = ("PIPELINE_STARTING", "PIPELINE_START", "PIPELINE_SUCCESS", "PIPELINE_FAILURE", "STEP_START",
@@ -82,9 +81,6 @@ def run_timings(pg: dict[str, str]) -> dict[str, dict]:
             kind = "PROCESS_STARTED"
         events[run_id].append((kind, step, float(at)))
     out = {}
-    if os.environ.get("BENCH_DEBUG"):
-        for run_id, evs in list(events.items())[:1]:
-            print([(k, s, round(a - evs[0][2], 2)) for k, s, a in evs])
     for run_id, evs in events.items():
         first = {}
         for kind, step, at in evs:
@@ -167,8 +163,10 @@ def publish_scale(source: Path, integrations_file: Path, accounts: int, workspac
     from segflow_pipeline.warehouse import files
 
     os.environ["SEGFLOW_INTEGRATIONS_FILE"] = str(integrations_file)
-    from segflow_pipeline.defs.publish.assets import OTHER_TABLE_COMMENTS  # needs an integrations file to import
     from segflow_pipeline.defs.marts.assets import MODELS
+    from segflow_pipeline.defs.publish.assets import (
+        OTHER_TABLE_COMMENTS,  # needs an integrations file to import
+    )
     from segflow_pipeline.warehouse.comments import published_comments
 
     comments = published_comments(MODELS, OTHER_TABLE_COMMENTS)
@@ -195,16 +193,19 @@ def publish_scale(source: Path, integrations_file: Path, accounts: int, workspac
         assert all(c.state == "current" for c in publication.accounts.values()), publication.accounts
     size = src_work.stat().st_size
     shutil.rmtree(published.parent)
-    return {"accounts": accounts, "workspaces": workspaces, "per_workspace": len(members[sorted(members)[0]]),
+    return {"accounts": accounts, "workspaces": workspaces, "per_workspace": len(members[min(members)]),
             "median": statistics.median(took), "all": took, "populate_s": populate_s, "file_kb": size / 1024}
 
 
 def parse_plan(args) -> list[tuple[int, int, int]]:
     if args.plan:
         return [tuple(int(x) for x in item.split(":")) for item in args.plan.split(",")]  # type: ignore[misc]
-    ints = lambda text: [int(x) for x in text.split(",")]  # noqa: E731
-    return [(a, w, c) for a in ints(args.accounts) for w in ints(args.workspaces) if w <= a
-            for c in ints(args.concurrency)]
+    ints = lambda text: [int(x) for x in text.split(",")]
+    plan: list[tuple[int, int, int]] = []
+    for a in ints(args.accounts):
+        for w in sorted({min(w, a) for w in ints(args.workspaces)}):  # no more workspaces than accounts
+            plan += [(a, w, c) for c in ints(args.concurrency)]
+    return plan
 
 
 def main() -> int:

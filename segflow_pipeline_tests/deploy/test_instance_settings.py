@@ -27,7 +27,7 @@ def test_event_log_commits_do_not_wait_for_the_disk(postgres, tmp_path, monkeypa
     monkeypatch.setenv("DAGSTER_HOME", str(harness.write_dagster_home(tmp_path / "home")))
     instance = dg.DagsterInstance.get()
     try:
-        engine = instance.event_log_storage._engine  # noqa: SLF001 - the storage's connection is what is checked
+        engine = instance.event_log_storage._engine
         with engine.connect() as con:
             setting = con.exec_driver_sql("show synchronous_commit").scalar()
     finally:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -122,6 +123,7 @@ def run_once(pg: dict[str, str], accounts: int, workspaces: int, concurrency: in
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     load0 = os.getloadavg()[0]
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         t = time.monotonic()
         harness.tick_schedule(tick)
@@ -134,6 +136,8 @@ def run_once(pg: dict[str, str], accounts: int, workspaces: int, concurrency: in
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     failed = [r["partition"] for r in runs if r["status"] != "SUCCESS"]
     if failed:
         raise SystemExit(f"runs failed in {label}: {failed}\n{harness.explain(db, runs, work / f'daemon_{label}.log')}")
@@ -151,7 +155,7 @@ def run_once(pg: dict[str, str], accounts: int, workspaces: int, concurrency: in
             "run_s": statistics.mean(t["end"] - t["launch"] for t in timings.values()),
             "peak": harness.max_overlap([(t["launch"], t["end"]) for t in timings.values()]), "tick_s": tick_s,
             "stage": stage, "publish_median": statistics.median(publish), "publish_max": max(publish),
-            "steps": {s: statistics.mean(v) for s, v in steps.items()}, "timed": len(timings),
+            "steps": {s: statistics.mean(v) for s, v in steps.items()}, "timed": len(timings), "cpu_s": cpu_s,
             "load": (load0, os.getloadavg()[0])}
 
 
@@ -249,6 +253,8 @@ def main() -> int:
                       f"{r['load'][1]:.1f}; {r['timed']} runs timed)", flush=True)
                 print("  mean per run, s: " + "  ".join(f"{k} {s[k]:.2f}" for k in STAGES)
                       + f"  = {sum(s.values()):.2f}", flush=True)
+                print(f"  CPU of the daemon, code servers and runs (as reaped; the tick's code server included): "
+                      f"{r['cpu_s']:.0f} s, {r['cpu_s'] / a:.1f} s per account", flush=True)
                 print(f"  publish step per workspace: median {r['publish_median']:.2f} s, max {r['publish_max']:.2f} s"
                       f" ({a // w} accounts per workspace)", flush=True)
                 slow = sorted(r["steps"].items(), key=lambda kv: -kv[1])

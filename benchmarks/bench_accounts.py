@@ -270,7 +270,7 @@ def main() -> int:
                     try:
                         p = publish_scale(source["data"] / "segflow.duckdb",
                                           work / f"integrations_{source['label']}.yaml", a, w, work)
-                    except Exception as exc:  # the runs' figures above stand; say why this one is missing
+                    except Exception as exc:  # noqa: BLE001 - the runs' figures above stand; say why this one is missing
                         print(f"  {a} accounts over {w} workspaces: failed: {exc!r}", flush=True)
                         continue
                     scaled.append(p)

@@ -143,6 +143,8 @@ def run_once(pg: dict[str, str], accounts: int, workspaces: int, concurrency: in
     if failed:
         raise SystemExit(f"runs failed in {label}: {failed}\n{harness.explain(db, runs, work / f'daemon_{label}.log')}")
     timings = run_timings(db)
+    events = harness.query(db, "select count(*) from event_logs where run_id = any(%s)",
+                           ([r["run_id"] for r in runs],))[0][0] / len(runs)
     first = min(t["launch"] for t in timings.values())
     last = max(t["end"] for t in timings.values())
     stage = {s: statistics.mean(t["stage"][s] for t in timings.values()) for s in STAGES}
@@ -156,7 +158,7 @@ def run_once(pg: dict[str, str], accounts: int, workspaces: int, concurrency: in
             "run_s": statistics.mean(t["end"] - t["launch"] for t in timings.values()),
             "peak": harness.max_overlap([(t["launch"], t["end"]) for t in timings.values()]), "tick_s": tick_s,
             "stage": stage, "publish_median": statistics.median(publish), "publish_max": max(publish),
-            "steps": {s: statistics.mean(v) for s, v in steps.items()}, "timed": len(timings), "cpu_s": cpu_s,
+            "steps": {s: statistics.mean(v) for s, v in steps.items()}, "timed": len(timings), "cpu_s": cpu_s, "events": events,
             "load": (load0, os.getloadavg()[0])}
 
 
@@ -256,7 +258,7 @@ def main() -> int:
                 print("  mean per run, s: " + "  ".join(f"{k} {s[k]:.2f}" for k in STAGES)
                       + f"  = {sum(s.values()):.2f}", flush=True)
                 print(f"  CPU of the daemon, code servers and runs (as reaped; the tick's code server included): "
-                      f"{r['cpu_s']:.0f} s, {r['cpu_s'] / a:.1f} s per account", flush=True)
+                      f"{r['cpu_s']:.0f} s, {r['cpu_s'] / a:.1f} s per account; {r['events']:.0f} event-log rows per run", flush=True)
                 print(f"  publish step per workspace: median {r['publish_median']:.2f} s, max {r['publish_max']:.2f} s"
                       f" ({a // w} accounts per workspace)", flush=True)
                 slow = sorted(r["steps"].items(), key=lambda kv: -kv[1])

@@ -3,7 +3,7 @@ Prints figures, asserts none.
 
     python benchmarks/bench_pg_commit.py [--rows 300]
 
-A Dagster run stores each of its events (step starts, materializations, check results, logs: about 380 for one
+A Dagster run stores each of its events (step starts, materializations, check results, logs: about 390 for one
 account's refresh) in a transaction of its own; this times that pattern, one small insert and its commit, on a
 throwaway server from deploy/postgres.sh, with the server's default (the commit waits for the WAL flush to disk) and
 with `synchronous_commit = off`, the setting deploy/dagster.yaml gives the instance's connections.
@@ -47,7 +47,7 @@ def main() -> int:
                         con.commit()
                     per = (time.perf_counter() - start) / args.rows
                     print(f"synchronous_commit={setting}: {per * 1000:5.1f} ms per insert and commit "
-                          f"({args.rows} rows; x 380 events = {per * 380:.1f} s per run)", flush=True)
+                          f"({args.rows} rows; x 390 events = {per * 390:.1f} s per run)", flush=True)
         finally:
             con.close()
     print(f"load average at end: {os.getloadavg()[0]:.1f}")

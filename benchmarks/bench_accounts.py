@@ -1,99 +1,301 @@
-"""Accounts refreshed per hour by the production deployment on this machine, and how it scales with concurrent runs.
-Prints figures, asserts none.
+"""Accounts refreshed per hour by the production deployment on this machine, how that scales with concurrent runs
+and workspaces, and where each run's time goes. Prints figures, asserts none.
 
-    python benchmarks/bench_accounts.py                          # 8 accounts, 300 ms latency, 1, 2 and 4 runs at once
-    python benchmarks/bench_accounts.py --accounts 12 --concurrency 1,4,8
+    python benchmarks/bench_accounts.py                                   # 10 accounts, 10 workspaces, 1, 2, 4 runs
+    python benchmarks/bench_accounts.py --accounts 10,100 --workspaces 10,100 --concurrency 1,2,4,8 --latency-ms 300
+    python benchmarks/bench_accounts.py --plan 10:10:1,10:10:2,10:10:4,100:10:4,100:100:4 --publish-scale 1000:100
 
-For each concurrency c: a fresh Dagster instance (deploy/dagster.yaml with max_concurrent_runs = c, a new database
-on one PostgreSQL server), one tick of the daily schedule that queues one run per account, and `dagster-daemon run`
-launching them, each run in its own process, against the Stripe emulator with K small sandbox accounts and a fixed
-latency per request. Throughput is K over the makespan, from the first run's start to the last run's end (the
-daemon's own start-up is not counted: in production it is already running). The scaling ratio is that throughput
-over the throughput with one run at a time, measured in the same invocation.
+Each configuration (A accounts spread round robin over W workspaces, c runs at once) gets a fresh Dagster instance
+(deploy/dagster.yaml with max_concurrent_runs = c, a new database on one PostgreSQL server), one tick of the daily
+schedule that queues one run per account, and `dagster-daemon run` launching them, each run in its own process,
+against the Stripe emulator with A small sandbox accounts and a fixed latency per request. `--accounts`,
+`--workspaces` and `--concurrency` run every combination (W capped at A); `--plan A:W:c,...` runs exactly those.
+
+Throughput is A over the makespan, from the first run's launch to the last run's end (the daemon's own start-up and
+the tick are not counted: in production the daemon is already running). Where the time goes is read from the
+instance's event log in PostgreSQL: launch -> "Started process" (process start), -> first step start (code load
+and run setup), each step's STEP_START -> STEP_SUCCESS grouped into sync (extract), transform (metrics, marts) and
+publish, the gaps between steps (Dagster's per-step overhead), and the last step's end -> run end. The publish time
+per workspace is the publish step's duration.
+
+`--publish-scale A:W,...` measures the publish of one workspace when the data directory holds A accounts' working
+files and ready copies spread over W workspaces, without syncing them all through runs: every account's files are
+hard links to the working file of one account synced by the first configuration's runs, so the publish reads a
+real file of real size for each account (from the page cache after the first).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
+import shutil
+import statistics
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stripe_sandbox.server import EmulatorServer  # noqa: E402
-from segflow_pipeline_tests.deploy import harness  # noqa: E402
+from stripe_sandbox.server import EmulatorServer
+from segflow_pipeline_tests.deploy import harness
+
+STAGES = ("process start", "code load", "sync", "transform", "publish", "between steps", "run end")
+LOGGED = ("PIPELINE_STARTING", "PIPELINE_START", "PIPELINE_SUCCESS", "PIPELINE_FAILURE", "STEP_START",
+          "STEP_SUCCESS", "STEP_FAILURE", "ENGINE_EVENT")
 
 
-def run_once(pg: dict[str, str], concurrency: int, accounts: int, emulator_url: str, integrations, work: Path
-             ) -> dict[str, float]:
-    db = harness.create_database(pg, f"bench_c{concurrency}_{int(time.time())}")
-    home = harness.write_dagster_home(work / f"home_c{concurrency}", max_concurrent_runs=concurrency,
-                                      dequeue_interval_seconds=1, dequeue_num_workers=concurrency)
+def workspace_of(i: int, workspaces: int) -> str:
+    """Account i (1-based) of a configuration with W workspaces: round robin, so every workspace holds A/W."""
+    return f"ws{(i - 1) % workspaces + 1:03d}"
+
+
+def write_integrations(path: Path, integrations, workspaces: int) -> None:
+    doc = {"integrations": [{"name": s.name, "key_env": s.key_env, "workspace": workspace_of(i, workspaces)}
+                            for i, s in enumerate(integrations, start=1)]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def stage_of(step_key: str) -> str:
+    """A step's stage, from its op name: the Stripe multi-asset syncs, publish publishes, the rest transforms."""
+    if step_key.startswith(("publish", "segflow_duckdb")):
+        return "publish"
+    if step_key.startswith(("extract", "stripe")):
+        return "sync"
+    return "transform"
+
+
+def run_timings(pg: dict[str, str]) -> dict[str, dict]:
+    """Per run: its launch and end, each stage's seconds and each step's seconds, from the event log."""
+    rows = harness.query(pg, "select run_id, dagster_event_type, step_key, extract(epoch from timestamp), event "
+                             "from event_logs where dagster_event_type = any(%s) order by id", (list(LOGGED),))
+    events: dict[str, list] = defaultdict(list)
+    for run_id, kind, step, at, event in rows:
+        if kind == "ENGINE_EVENT":
+            if "Started process for run" not in event:
+                continue
+            kind = "PROCESS_STARTED"
+        events[run_id].append((kind, step, float(at)))
+    out = {}
+    for run_id, evs in events.items():
+        first = {}
+        for kind, step, at in evs:
+            first.setdefault(kind, at)
+        starts = {step: at for kind, step, at in evs if kind == "STEP_START"}
+        ends = {step: at for kind, step, at in evs if kind in ("STEP_SUCCESS", "STEP_FAILURE")}
+        steps = {s: ends[s] - starts[s] for s in starts if s in ends}
+        end = first.get("PIPELINE_SUCCESS", first.get("PIPELINE_FAILURE"))
+        launch = first.get("PIPELINE_STARTING")
+        if not steps or end is None or launch is None:
+            continue
+        first_step, last_step = min(starts.values()), max(ends.values())
+        process = first.get("PROCESS_STARTED", launch)
+        stage = {s: 0.0 for s in STAGES}
+        stage["process start"] = process - launch
+        stage["code load"] = first_step - process
+        for s, secs in steps.items():
+            stage[stage_of(s)] += secs
+        stage["between steps"] = (last_step - first_step) - sum(steps.values())
+        stage["run end"] = end - last_step
+        out[run_id] = {"launch": launch, "end": end, "stage": stage, "steps": steps}
+    return out
+
+
+def run_once(pg: dict[str, str], accounts: int, workspaces: int, concurrency: int, emulator_url: str,
+             integrations, work: Path) -> dict:
+    label = f"a{accounts}_w{workspaces}_c{concurrency}"
+    db = harness.create_database(pg, f"bench_{label}_{int(time.time())}")
+    home = harness.write_dagster_home(work / f"home_{label}", max_concurrent_runs=concurrency,
+                                      dequeue_interval_seconds=1, dequeue_num_workers=max(4, concurrency))
     cron, tick = harness.far_cron()
-    env = {**db, "DAGSTER_HOME": str(home), "SEGFLOW_INTEGRATIONS_FILE": str(work / "integrations.yaml"),
-           "SEGFLOW_DUCKDB_PATH": str(work / f"data_c{concurrency}" / "segflow.duckdb"),
-           "STRIPE_API_BASE": emulator_url, "SEGFLOW_REFRESH_CRON": cron, "SEGFLOW_REFRESH_TIMEZONE": "UTC",
+    integrations = integrations[:accounts]
+    write_integrations(work / f"integrations_{label}.yaml", integrations, workspaces)
+    data = work / f"data_{label}"
+    env = {**db, "DAGSTER_HOME": str(home), "SEGFLOW_INTEGRATIONS_FILE": str(work / f"integrations_{label}.yaml"),
+           "SEGFLOW_DUCKDB_PATH": str(data / "segflow.duckdb"), "STRIPE_API_BASE": emulator_url,
+           "SEGFLOW_REFRESH_CRON": cron, "SEGFLOW_REFRESH_TIMEZONE": "UTC",
            **{s.key_env: s.key for s in integrations}}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    load0 = os.getloadavg()[0]
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         t = time.monotonic()
         harness.tick_schedule(tick)
         tick_s = time.monotonic() - t
-        with harness.daemon(work / f"daemon_c{concurrency}.log") as proc:
-            runs = harness.wait_for_runs(db, accounts, timeout_s=3600, proc=proc)
+        with harness.daemon(work / f"daemon_{label}.log") as proc:
+            runs = harness.wait_for_runs(db, accounts, timeout_s=4 * 3600, proc=proc)
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     failed = [r["partition"] for r in runs if r["status"] != "SUCCESS"]
     if failed:
-        raise SystemExit(f"runs failed with concurrency {concurrency}: {failed}; see {work}")
-    first, last = min(r["start"] for r in runs), max(r["end"] for r in runs)
-    return {"makespan_s": last - first, "per_hour": accounts / (last - first) * 3600,
-            "run_s": sum(r["end"] - r["start"] for r in runs) / len(runs),
-            "peak": harness.max_overlap([(r["start"], r["end"]) for r in runs]), "tick_s": tick_s}
+        raise SystemExit(f"runs failed in {label}: {failed}\n{harness.explain(db, runs, work / f'daemon_{label}.log')}")
+    timings = run_timings(db)
+    events = harness.query(db, "select count(*) from event_logs where run_id = any(%s)",
+                           ([r["run_id"] for r in runs],))[0][0] / len(runs)
+    first = min(t["launch"] for t in timings.values())
+    last = max(t["end"] for t in timings.values())
+    stage = {s: statistics.mean(t["stage"][s] for t in timings.values()) for s in STAGES}
+    publish = [t["stage"]["publish"] for t in timings.values()]
+    steps: dict[str, list[float]] = defaultdict(list)
+    for t in timings.values():
+        for s, secs in t["steps"].items():
+            steps[s].append(secs)
+    return {"label": label, "data": data, "accounts": accounts, "workspaces": workspaces, "concurrency": concurrency,
+            "makespan_s": last - first, "per_hour": accounts / (last - first) * 3600,
+            "run_s": statistics.mean(t["end"] - t["launch"] for t in timings.values()),
+            "peak": harness.max_overlap([(t["launch"], t["end"]) for t in timings.values()]), "tick_s": tick_s,
+            "stage": stage, "publish_median": statistics.median(publish), "publish_max": max(publish),
+            "steps": {s: statistics.mean(v) for s, v in steps.items()}, "timed": len(timings), "cpu_s": cpu_s, "events": events,
+            "load": (load0, os.getloadavg()[0])}
+
+
+def publish_scale(source: Path, integrations_file: Path, accounts: int, workspaces: int, work: Path,
+                  samples: int = 3) -> dict:
+    """Publish `samples` workspaces of a data directory holding `accounts` accounts over `workspaces` workspaces,
+    every account's working file and ready copy a copy of `source`'s account acct01; seconds per publish."""
+    from segflow_pipeline import config
+    from segflow_pipeline.warehouse import files
+
+    os.environ["SEGFLOW_INTEGRATIONS_FILE"] = str(integrations_file)
+    from segflow_pipeline.defs.marts.assets import MODELS
+    from segflow_pipeline.defs.publish.assets import (
+        OTHER_TABLE_COMMENTS,  # needs an integrations file to import
+    )
+    from segflow_pipeline.warehouse.comments import published_comments
+
+    comments = published_comments(MODELS, OTHER_TABLE_COMMENTS)
+    published = work / f"scale_a{accounts}_w{workspaces}" / "segflow.duckdb"
+    state = files.state_dir(published)
+    state.mkdir(parents=True)
+    src_work = files.working_path(source, "acct01")
+    t = time.monotonic()
+    names = [f"acct{i:04d}" for i in range(1, accounts + 1)]
+    # Hard links to one file (nothing here writes them): 1,000 accounts cost no disk. A working file and its ready
+    # copy then share one modification time, so the copy counts as current and publishing reads it as it is.
+    for name in names:
+        os.link(src_work, files.working_path(published, name))
+        os.link(src_work, files.ready_path(published, name))
+    populate_s = time.monotonic() - t
+    members: dict[str, list[str]] = defaultdict(list)
+    for i, name in enumerate(names, start=1):
+        members[workspace_of(i, workspaces)].append(name)
+    took = []
+    for ws in sorted(members)[:samples]:
+        target = config.workspace_path(ws, published=published)
+        t = time.monotonic()
+        publication = files.publish(published, members[ws], comments=comments, target=target)
+        took.append(time.monotonic() - t)
+        assert all(c.state == "current" for c in publication.accounts.values()), publication.accounts
+    size = src_work.stat().st_size
+    shutil.rmtree(published.parent)
+    return {"accounts": accounts, "workspaces": workspaces, "per_workspace": len(members[min(members)]),
+            "median": statistics.median(took), "all": took, "populate_s": populate_s, "file_kb": size / 1024}
+
+
+def parse_plan(args) -> list[tuple[int, int, int]]:
+    if args.plan:
+        return [tuple(int(x) for x in item.split(":")) for item in args.plan.split(",")]  # type: ignore[misc]
+    ints = lambda text: [int(x) for x in text.split(",")]
+    plan: list[tuple[int, int, int]] = []
+    for a in ints(args.accounts):
+        for w in sorted({min(w, a) for w in ints(args.workspaces)}):  # no more workspaces than accounts
+            plan += [(a, w, c) for c in ints(args.concurrency)]
+    return plan
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--accounts", type=int, default=8)
-    parser.add_argument("--subscriptions", type=int, default=40, help="subscriptions per account")
-    parser.add_argument("--latency", type=float, default=0.3, help="seconds the emulator adds to each request")
+    parser.add_argument("--accounts", default="10", help="account counts, comma-separated")
+    parser.add_argument("--workspaces", default="10", help="workspace counts, comma-separated")
     parser.add_argument("--concurrency", default="1,2,4", help="max_concurrent_runs values, comma-separated")
+    parser.add_argument("--plan", default="", help="exact configurations A:W:c, comma-separated (overrides the grid)")
+    parser.add_argument("--publish-scale", default="", help="A:W,...: publish of one workspace among A accounts' "
+                                                            "files over W workspaces (no runs)")
+    parser.add_argument("--subscriptions", type=int, default=40, help="subscriptions per account")
+    parser.add_argument("--latency-ms", type=float, default=300, help="milliseconds the emulator adds per request")
     args = parser.parse_args()
-    levels = [int(c) for c in args.concurrency.split(",")]
+    plan = parse_plan(args)
+    scale = [tuple(int(x) for x in item.split(":")) for item in args.publish_scale.split(",") if item]
     reason = harness.postgres_missing()
     if reason:
         print(f"skipped: {reason}")
         return 0
 
     sandbox = harness.sandbox_module()
-    integrations = [sandbox.sandbox_integration(i) for i in range(1, args.accounts + 1)]
+    most = max(a for a, _, _ in plan)
+    integrations = [sandbox.sandbox_integration(i) for i in range(1, most + 1)]
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at start")
-    print(f"{args.accounts} accounts x {args.subscriptions} subscriptions, emulator latency {args.latency * 1000:.0f} ms"
-          f" per request; instance: deploy/dagster.yaml on PostgreSQL, DefaultRunLauncher (a process per run)")
-    results: dict[int, dict[str, float]] = {}
+    print(f"accounts of {args.subscriptions} subscriptions, emulator latency {args.latency_ms:.0f} ms per request; "
+          "instance: deploy/dagster.yaml on PostgreSQL, DefaultRunLauncher (a process per run)")
+    print("configurations (accounts:workspaces:concurrency): " + ", ".join(f"{a}:{w}:{c}" for a, w, c in plan))
+    results: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="segflow-bench-accounts-") as tmp, harness.postgres_server() as pg:
         work = Path(tmp)
-        sandbox.write_integrations(work / "integrations.yaml", integrations)
-        accounts = sandbox.build_accounts(args.accounts, args.subscriptions)
-        with EmulatorServer(accounts, latency_s=args.latency) as emulator:
-            for c in levels:
-                r = results[c] = run_once(pg, c, args.accounts, emulator.url, integrations, work)
-                print(f"max_concurrent_runs={c}: {r['per_hour']:7.0f} accounts/hour  makespan {r['makespan_s']:6.1f} s"
-                      f"  mean run {r['run_s']:5.1f} s  peak in progress {r['peak']}  (tick queued them in"
-                      f" {r['tick_s']:.1f} s)", flush=True)
-    base = results[levels[0]]["per_hour"]
-    print("scaling vs " + f"{levels[0]} run at a time: " + ", ".join(
-        f"{c} -> x{results[c]['per_hour'] / base:.2f}" for c in levels))
+        accounts = sandbox.build_accounts(most, args.subscriptions)
+        with EmulatorServer(accounts, latency_s=args.latency_ms / 1000) as emulator:
+            for a, w, c in plan:
+                r = run_once(pg, a, w, c, emulator.url, integrations, work)
+                results.append(r)
+                s = r["stage"]
+                print(f"\n{a} accounts in {w} workspaces, max_concurrent_runs={c}: {r['per_hour']:6.0f} accounts/hour"
+                      f"  makespan {r['makespan_s']:6.1f} s  mean run {r['run_s']:5.1f} s (launch to end)"
+                      f"  peak in progress {r['peak']}  (tick {r['tick_s']:.1f} s; load {r['load'][0]:.1f} -> "
+                      f"{r['load'][1]:.1f}; {r['timed']} runs timed)", flush=True)
+                print("  mean per run, s: " + "  ".join(f"{k} {s[k]:.2f}" for k in STAGES)
+                      + f"  = {sum(s.values()):.2f}", flush=True)
+                print(f"  CPU of the daemon, code servers and runs (as reaped; the tick's code server included): "
+                      f"{r['cpu_s']:.0f} s, {r['cpu_s'] / a:.1f} s per account; {r['events']:.0f} event-log rows per run", flush=True)
+                print(f"  publish step per workspace: median {r['publish_median']:.2f} s, max {r['publish_max']:.2f} s"
+                      f" ({a // w} accounts per workspace)", flush=True)
+                slow = sorted(r["steps"].items(), key=lambda kv: -kv[1])
+                print(f"  steps ({len(slow)}), mean s: " + ", ".join(f"{k} {v:.2f}" for k, v in slow), flush=True)
+            scaled = []
+            if scale:
+                source = results[0]
+                print(f"\npublish scale (no runs: every account's working file and ready copy is a hard link to acct01's working file "
+                      f"from {source['label']}):", flush=True)
+                for a, w in scale:
+                    try:
+                        p = publish_scale(source["data"] / "segflow.duckdb",
+                                          work / f"integrations_{source['label']}.yaml", a, w, work)
+                    except Exception as exc:  # noqa: BLE001 - the runs' figures above stand; say why this one is missing
+                        print(f"  {a} accounts over {w} workspaces: failed: {exc!r}", flush=True)
+                        continue
+                    scaled.append(p)
+                    print(f"  {a} accounts over {w} workspaces ({p['per_workspace']} per workspace, "
+                          f"{p['file_kb']:.0f} KiB each, populated in {p['populate_s']:.1f} s): publish of one "
+                          f"workspace median {p['median']:.2f} s (" + ", ".join(f"{x:.2f}" for x in p["all"]) + ")",
+                          flush=True)
+    print("\nratios:")
+    by = {(r["accounts"], r["workspaces"], r["concurrency"]): r for r in results}
+    for (a, w, c), r in by.items():
+        if c != 1 and (a, w, 1) in by:
+            print(f"  throughput {a} accounts/{w} workspaces, c={c} over c=1: "
+                  f"x{r['per_hour'] / by[(a, w, 1)]['per_hour']:.2f}")
+    for (a, w, c), r in by.items():
+        if w != 10 and (a, 10, c) in by:
+            print(f"  publish step {a} accounts, c={c}, {w} workspaces over 10 workspaces: "
+                  f"x{r['publish_median'] / by[(a, 10, c)]['publish_median']:.2f}")
+    for p in scaled:
+        base = next((q for q in scaled if q["per_workspace"] == p["per_workspace"] and q is not p
+                     and q["accounts"] < p["accounts"]), None)
+        if base:
+            print(f"  publish of a {p['per_workspace']}-account workspace among {p['accounts']} accounts over among "
+                  f"{base['accounts']}: x{p['median'] / base['median']:.2f}")
     load = os.getloadavg()
     print(f"load average at end: {load[0]:.1f}")
     return 0

@@ -35,11 +35,11 @@ import stripe
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from segflow_pipeline.resources.raw_sync import sync_account  # noqa: E402
 from segflow_pipeline.sandbox.account import build_account  # noqa: E402
 from segflow_pipeline.sandbox.server import EmulatorServer  # noqa: E402
 from segflow_pipeline.stripe_api import objects  # noqa: E402
 from segflow_pipeline.stripe_api.client import StripeReader  # noqa: E402
-from segflow_pipeline.stripe_api.sync import sync_account  # noqa: E402
 from segflow_pipeline.warehouse import files, raw  # noqa: E402
 
 KEY = "sk_test_sandbox_full"
@@ -138,7 +138,7 @@ RSS_SCRIPT = textwrap.dedent("""
     import os, resource, sys, threading, time
     from pathlib import Path
     from segflow_pipeline.stripe_api.client import StripeReader
-    from segflow_pipeline.stripe_api.sync import sync_account
+    from segflow_pipeline.resources.raw_sync import sync_account
     from segflow_pipeline.warehouse import files, raw
     url, path = sys.argv[1:3]
     helpers = {}  # pid -> peak RSS (VmHWM, kB) of each child: the row-building helpers

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 import stripe
 
-from segflow_pipeline.stripe_api.errors import ConflictingVersions, UnexpectedBody, json_kind
+from segflow_pipeline.stripe_api.errors import UnexpectedBody, json_kind
 from segflow_pipeline.stripe_api.keys import (
     KeyInfo,
     StripeSetupError,
@@ -70,12 +70,12 @@ class PagingError(StripeAPIFailure):
 
 
 def heals_on_retry(exc: BaseException) -> bool:
-    """Whether trying the same work again later can succeed: the one place that decides what is retried.
+    """Whether trying the same request again later can succeed: the one place that decides what Stripe-side
+    failure is retried (a sync adds what storage knows: `resources/raw_sync.heals_on_retry`).
 
     Yes for what Stripe or the network does for a while: 429 (rate limit), 5xx, a connection that failed or a body
-    cut short, a `StripeAPIFailure` that gave up on those, and two versions of one object read while it changed.
-    No for everything else: 4xx, a body that is not Stripe's JSON, paging that does not advance, a bad key, local
-    disk and DuckDB errors, an interrupt.
+    cut short, a `StripeAPIFailure` that gave up on those. No for everything else: 4xx, a body that is not Stripe's
+    JSON, paging that does not advance, a bad key, local disk and DuckDB errors, an interrupt.
     """
     if isinstance(exc, StripeAPIFailure):
         return exc.retriable
@@ -86,8 +86,7 @@ def heals_on_retry(exc: BaseException) -> bool:
         if should is not None:
             return should
         return isinstance(exc, stripe.APIError) and (exc.http_status or 0) >= 500
-    # The account changed while it was read, so two versions of one object came back: the next sync reads it again.
-    return isinstance(exc, ConflictingVersions)
+    return False
 
 
 class PageGuard:

@@ -1,6 +1,6 @@
 """DuckDB storage of the raw Stripe tables (schema `stripe`) and of the sync state. No Dagster, no HTTP.
 
-What belongs here: DDL derived from the Arrow schemas in `stripe_api/tables.py`, streaming Arrow appends into
+What belongs here: DDL derived from the Arrow schemas in `raw_tables.py`, streaming Arrow appends into
 staging tables, and the two ways a sync lands its data, each in ONE transaction together with the event cursor:
 - `swap_full`: the integration's rows in `stripe.*` are replaced by what the full sync staged;
 - `apply_changes`: an incremental sync's re-read objects are upserted by primary key.
@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 import duckdb
 import pyarrow as pa
 
-from segflow_pipeline.stripe_api.errors import ConflictingVersions
-from segflow_pipeline.stripe_api.tables import PRIMARY_KEYS, TABLES
+from segflow_pipeline.raw_tables import DELETABLE, FETCH_BITS, FETCHED, PRIMARY_KEYS, TABLES, SyncState
 
 SCHEMA = "stripe"
 STAGED_PREFIX = "_staged_"
@@ -46,8 +45,12 @@ CHILD_OF: dict[str, tuple[str, str]] = {
     "invoice_lines": ("invoices", "invoice"),
     "price_tiers": ("prices", "price"),
 }
-# Tables that keep objects Stripe deleted, flagged `deleted = true` (Stripe stops listing them).
-DELETABLE = tuple(name for name, schema in TABLES.items() if "deleted" in schema.names)
+
+
+class ConflictingVersions(ValueError):
+    """One object came back twice with different contents, and neither its `created` nor the order of the two
+    requests says which is newer (they ran at the same time). The account changed while it was read: a later sync
+    reads it again, so this heals on retry."""
 
 _DUCKDB_TYPES = {
     pa.string(): "VARCHAR",
@@ -58,7 +61,7 @@ _DUCKDB_TYPES = {
 
 
 def duckdb_type(kind: pa.DataType) -> str:
-    """The DuckDB column type for an Arrow type used in `tables.py`."""
+    """The DuckDB column type for an Arrow type used in `raw_tables.py`."""
     if pa.types.is_decimal(kind):
         return f"DECIMAL({kind.precision},{kind.scale})"
     try:
@@ -68,21 +71,11 @@ def duckdb_type(kind: pa.DataType) -> str:
 
 
 def create_table_sql(schema_name: str, table: str, name: str | None = None, *, fetched: bool = False) -> str:
-    """DDL of `table` (from `tables.py`) as `schema_name.name` (default: its own name); `fetched` adds the
+    """DDL of `table` (from `raw_tables.py`) as `schema_name.name` (default: its own name); `fetched` adds the
     `_fetched` column of this sync's own rows (see the module doc)."""
     columns = ", ".join([f'"{f.name}" {duckdb_type(f.type)}' for f in TABLES[table]]
                         + ([f'"{FETCHED}" BIGINT'] if fetched else []))
     return f'create table if not exists {schema_name}."{name or table}" ({columns})'
-
-
-# When a row's object was fetched, on the sync's clock: (request started << 32) | (answer arrived). Only on rows
-# of the sync in progress (staging tables, an incremental sync's new rows); never in `stripe.*`.
-FETCHED = "_fetched"
-FETCH_BITS = 32
-
-
-def fetch_tag(started: int, arrived: int) -> int:
-    return (started << FETCH_BITS) | arrived
 
 
 # Rows an object brings along, by the column naming it (and which of them, for discounts): when two versions of
@@ -187,32 +180,15 @@ def _newest(versions: list[list[tuple]]) -> int | None:
     return None
 
 
-@dataclass(frozen=True)
-class SyncState:
-    """Where the last successful sync of an integration left off, and which account it read.
-
-    `source` names the account without the key: the key's mode and its masked form (`sk_test_…abcd`, as shown
-    in the dashboard). A cursor of one account must never drive an incremental sync of another.
-    """
-
-    integration: str
-    last_event_id: str | None
-    last_event_created: dt.datetime | None
-    last_full_sync_at: dt.datetime | None
-    last_sync_at: dt.datetime | None
-    last_mode: str | None
-    source: str | None = None
-
-
 STATE_COLUMNS = (("integration", "VARCHAR"), ("last_event_id", "VARCHAR"), ("last_event_created", "TIMESTAMP"),
                  ("last_full_sync_at", "TIMESTAMP"), ("last_sync_at", "TIMESTAMP"), ("last_mode", "VARCHAR"),
                  ("source", "VARCHAR"))
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Schema `stripe` with every table of `tables.TABLES` and `stripe.sync_state`.
+    """Schema `stripe` with every table of `raw_tables.TABLES` and `stripe.sync_state`.
 
-    Idempotent; columns added to `tables.py` later are added to existing tables.
+    Idempotent; columns added to `raw_tables.py` later are added to existing tables.
     """
     con.execute("begin transaction")
     try:

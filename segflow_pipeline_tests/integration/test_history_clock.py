@@ -20,15 +20,20 @@ import datetime as dt
 import duckdb
 import pytest
 
+from segflow_pipeline.resources.raw_sync import sync_account
 from segflow_pipeline.sandbox.account import build_account
 from segflow_pipeline.sandbox.server import EmulatorServer
 from segflow_pipeline.stripe_api.client import StripeReader
-from segflow_pipeline.stripe_api.sync import sync_account
 from segflow_pipeline.transform import live, mrr
 from segflow_pipeline.warehouse import raw
 from segflow_pipeline.warehouse import tables as wh
 from segflow_pipeline_tests.integration.history_truth import (
-    MOVEMENTS, ApiVisibleHistory, DayRow, HistoryTruth, as_rows, differences,
+    MOVEMENTS,
+    ApiVisibleHistory,
+    DayRow,
+    HistoryTruth,
+    as_rows,
+    differences,
 )
 
 KEY = "sk_test_clock_7Hq2LmX9vR3tBn5K"

@@ -27,10 +27,10 @@ import duckdb
 import orjson
 import pytest
 
+from segflow_pipeline.raw_tables import PRIMARY_KEYS, TABLES
 from segflow_pipeline.runner import load_definitions
 from segflow_pipeline.sandbox.account import SandboxAccount, build_account
 from segflow_pipeline.sandbox.server import EmulatorServer
-from segflow_pipeline.stripe_api.tables import PRIMARY_KEYS, TABLES
 
 PROJECT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -12,9 +12,9 @@ import duckdb
 import orjson
 import pytest
 
+from segflow_pipeline.resources.raw_sync import sync_account
 from segflow_pipeline.sandbox.server import EmulatorServer
 from segflow_pipeline.stripe_api.client import StripeReader
-from segflow_pipeline.stripe_api.sync import sync_account
 from segflow_pipeline.warehouse import raw
 from segflow_pipeline_tests.reliability.conftest import FakeStripe, Request, table_rows
 

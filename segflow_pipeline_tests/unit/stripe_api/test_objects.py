@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from segflow_pipeline.raw_tables import TABLES
 from segflow_pipeline.stripe_api import objects
-from segflow_pipeline.stripe_api.tables import TABLES
 
 FIXTURES = Path(__file__).resolve().parents[4] / "shared" / "stripe" / "fixtures3.json"
 

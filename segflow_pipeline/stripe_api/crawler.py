@@ -9,9 +9,6 @@ time: the part holding the cursor continues paging, the others start fresh. A pa
 import, a batch of renewals) makes that second a window of its own: it can only be paged one page after another, so
 it goes ahead of other work (`Pending`). Children beyond what a parent embeds (invoice lines past the 10 embedded,
 subscription items past the embedded ones) are paged as tasks of their own.
-
-Over ~500 lines with its docstrings: `Crawler.run` (the worker loop), `_follow_ups` (the splitting) and `Pending`
-(the order) are one scheduling decision read together.
 """
 
 from __future__ import annotations

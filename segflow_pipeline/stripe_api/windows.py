@@ -12,18 +12,6 @@ from typing import Any
 from segflow_pipeline.stripe_api.lists import PAGE_SIZE
 
 
-def split_window(lo: int, hi: int, parts: int = 2) -> list[tuple[int, int]]:
-    """Split the half-open window [lo, hi) into at most `parts` adjacent, non-empty half-open windows.
-
-    Together they cover [lo, hi) exactly once, so an object created at second s (lo <= s < hi) is in exactly one.
-    """
-    if hi <= lo:
-        return []
-    parts = max(1, min(parts, hi - lo))
-    bounds = [lo + (hi - lo) * i // parts for i in range(parts + 1)]
-    return [(a, b) for a, b in zip(bounds, bounds[1:]) if a < b]
-
-
 def remaining_window(lo: int, last_created: int) -> tuple[int, int]:
     """After a page whose last (oldest) object was created at `last_created`, what is left of [lo, hi).
 

@@ -14,7 +14,7 @@ import contextlib
 import datetime as dt
 import queue
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -30,6 +30,45 @@ WRITE_QUEUE = 8
 # Staged bytes per DuckDB transaction: larger writes faster, but DuckDB holds a transaction's rows in memory until
 # it commits (benchmarks/bench_sync.py --rss-lines measures the peak).
 WRITE_TRANSACTION_BYTES = 96 << 20
+
+
+# DuckDB memory while a full sync loads, at most. Its writes go to the file and what it caches of them is read
+# back only by the swap, but a smaller cache makes its commits pause longer: this bounds a large sync's memory
+# without slowing it (benchmarks/bench_sync.py measures both; the README has the figures).
+LOAD_MEMORY_LIMIT_MIB = 320.0
+_UNITS = {"B": 1 / 2**20, "KB": 1000 / 2**20, "KIB": 1 / 1024, "MB": 1e6 / 2**20, "MIB": 1.0, "GB": 1e9 / 2**20,
+          "GIB": 1024.0, "TB": 1e12 / 2**20, "TIB": 2.0**20}
+
+
+def _mib(setting: str) -> float | None:
+    """'488.2 MiB' (as DuckDB shows a size) → 488.2; None if not understood."""
+    number, _, unit = setting.strip().partition(" ")
+    try:
+        return float(number) * _UNITS[unit.strip().upper()]
+    except (ValueError, KeyError):
+        return None
+
+
+@contextlib.contextmanager
+def bulk_loading(con: duckdb.DuckDBPyConnection, wal_limit: str = "256MB") -> Iterator[None]:
+    """Settings for loading a large sync, restored after: fewer checkpoints (DuckDB checkpoints whenever its WAL
+    passes 16 MB, which stalls appends of a large sync for most of a second), no insertion order, text storage,
+    and at most LOAD_MEMORY_LIMIT_MIB of DuckDB memory."""
+    previous = con.execute("select current_setting('checkpoint_threshold'), "
+                           "current_setting('preserve_insertion_order'), current_setting('memory_limit')").fetchone()
+    con.execute("set checkpoint_threshold = ?", [wal_limit])
+    # Row order means nothing in these tables; keeping it makes large INSERT ... SELECTs hold more in memory.
+    con.execute("set preserve_insertion_order = false")
+    limit = _mib(previous[2])
+    if limit is None or limit > LOAD_MEMORY_LIMIT_MIB:
+        con.execute(f"set memory_limit = '{LOAD_MEMORY_LIMIT_MIB:.0f}MiB'")
+    try:
+        with raw.text_storage(con):
+            yield
+    finally:
+        con.execute("set checkpoint_threshold = ?", [previous[0]])
+        con.execute("set preserve_insertion_order = ?", [previous[1]])
+        con.execute("set memory_limit = ?", [previous[2]])
 
 
 class DuckDBRawSink:
@@ -64,7 +103,7 @@ class DuckDBRawSink:
 
 
 class StagingLoad:
-    """A full sync's rows streamed into the staging tables (`raw.begin_staging`), under `raw.bulk_loading`'s
+    """A full sync's rows streamed into the staging tables (`raw.begin_staging`), under `bulk_loading`'s
     settings until `publish` or `abort`. One Arrow batch per table every FLUSH_ROWS rows.
 
     The appends run on a writer thread of their own, so the sync keeps folding results in (and requests keep
@@ -76,7 +115,7 @@ class StagingLoad:
         self.con = con
         self.integration = integration
         self._settings = contextlib.ExitStack()
-        self._settings.enter_context(raw.bulk_loading(con))
+        self._settings.enter_context(bulk_loading(con))
         try:
             raw.begin_staging(con)
         except BaseException:

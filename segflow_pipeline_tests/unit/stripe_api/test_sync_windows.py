@@ -20,23 +20,8 @@ from segflow_pipeline.stripe_api.client import RequestStats
 from segflow_pipeline.stripe_api.crawler import Crawler, Pending, Task
 from segflow_pipeline.stripe_api.lists import BY_KIND, LINES
 from segflow_pipeline.stripe_api.tally import Tally
-from segflow_pipeline.stripe_api.windows import remaining_window, split_remaining, split_window, window_params
+from segflow_pipeline.stripe_api.windows import remaining_window, split_remaining, window_params
 from segflow_pipeline.stripe_api.workers import HelperPool
-
-
-@given(lo=st.integers(0, 2_000_000_000), width=st.integers(1, 10_000_000), parts=st.integers(1, 64))
-def test_split_window_covers_each_second_exactly_once(lo, width, parts):
-    hi = lo + width
-    windows = split_window(lo, hi, parts)
-    assert windows[0][0] == lo and windows[-1][1] == hi
-    assert all(a < b for a, b in windows)
-    assert all(b == a2 for (_, b), (a2, _) in zip(windows, windows[1:]))  # adjacent, half-open, no overlap
-    assert len(windows) == min(parts, width)
-
-
-def test_split_window_of_one_second_cannot_split():
-    assert split_window(5, 6, 2) == [(5, 6)]
-    assert split_window(5, 5, 2) == []
 
 
 def test_remaining_window_keeps_the_cursor_second():

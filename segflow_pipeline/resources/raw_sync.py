@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import duckdb
 
-from segflow_pipeline.stripe_api import client
-from segflow_pipeline.stripe_api.client import StripeReader
-from segflow_pipeline.stripe_api.sync import SyncReport
-from segflow_pipeline.stripe_api.sync import sync_account as sync_into
+from segflow_pipeline.stripe_api import client, sync
+from segflow_pipeline.stripe_api.client import MAX_PAGES, StripeReader
+from segflow_pipeline.stripe_api.tally import Progress
 from segflow_pipeline.warehouse.raw import ConflictingVersions
 from segflow_pipeline.warehouse.raw_sink import DuckDBRawSink
 
 
 def sync_account(reader: StripeReader, con: duckdb.DuckDBPyConnection, integration: str = "default",
-                 **options: Any) -> SyncReport:
+                 mode: sync.Mode = "auto", progress: Progress | None = None, concurrency: int = 32,
+                 now: float | None = None, max_pages: int = MAX_PAGES) -> sync.SyncReport:
     """`stripe_api.sync.sync_account` into the raw tables of schema `stripe` on `con` (`raw.ensure_tables` first)."""
-    return sync_into(reader, DuckDBRawSink(con), integration, **options)
+    return sync.sync_account(reader, DuckDBRawSink(con), integration, mode=mode, progress=progress,
+                             concurrency=concurrency, now=now, max_pages=max_pages)
 
 
 def heals_on_retry(exc: BaseException) -> bool:

@@ -87,12 +87,12 @@ def _children(kind: str, page: objects.Page) -> tuple[list[Task], list[str]]:
             params["starting_after"] = last_child
         if kind == "subscriptions":
             tasks.append(Task(ITEMS, ITEMS.path, {**ITEMS.params, **params, "subscription": parent},
-                               context={"subscription": parent}))
+                              context={"subscription": parent}))
             paged_items.append(parent)
         else:
             path = LINES.path.format(urllib.parse.quote(parent, safe=""))
             tasks.append(Task(LINES, path, {**LINES.params, **params},
-                               context={"invoice": parent, "customer": customer}))
+                              context={"invoice": parent, "customer": customer}))
     return tasks, paged_items
 
 
@@ -187,10 +187,10 @@ class Crawler:
             self._check_advance(task, page)
         children, paged_items = _children(task.spec.kind, page)
         return Result(task, page.rows, has_more=page.has_more, last_id=page.last_id,
-                       last_created=page.last_created, newest_created=page.newest_created,
-                       last_second=page.last_second, children=children,
-                       paged_items=paged_items, events=page.events, embedded=page.embedded,
-                       fetched=fetch_tag(started, arrived[0]))
+                      last_created=page.last_created, newest_created=page.newest_created,
+                      last_second=page.last_second, children=children,
+                      paged_items=paged_items, events=page.events, embedded=page.embedded,
+                      fetched=fetch_tag(started, arrived[0]))
 
     def _check_advance(self, task: Task, page: objects.Page) -> None:
         """Refuse a page that would make its chain go on forever (`PageGuard`), or that lies outside the window it
@@ -334,7 +334,7 @@ class Crawler:
         if task.lo is None or result.last_created is None:
             # Children and lists without windows page on sequentially.
             follow.append(Task(task.spec, task.path, {**task.params, "starting_after": result.last_id},
-                                context=task.context))
+                               context=task.context))
             return follow
         newest = result.newest_created or result.last_created
         last = result.last_created
@@ -360,4 +360,4 @@ class Crawler:
     @staticmethod
     def window(spec: ListSpec, lo: int, hi: int, cursor: str | None, left: float = 0.0) -> Task:
         return Task(spec, spec.path, window_params(spec.params, lo, hi, cursor), lo=lo, hi=hi,
-                     context=dict(spec.context), left=left)
+                    context=dict(spec.context), left=left)

@@ -10,8 +10,9 @@ feeding a running sync's rows in (`raw_sink.py`).
 
 A full sync stages its rows in tables `stripe._staged_<table>` (same columns, created by `begin_staging`; the
 appends are committed in groups while they load, `raw_sink.py`), and `swap_full` puts them in place of
-`stripe.<table>` by renaming them, in one transaction: the rows are written once, never copied. Staging tables a failed or killed sync left behind are never published (`files.publish` skips them)
-and are dropped by the next `ensure_tables` or `begin_staging`.
+`stripe.<table>` by renaming them, in one transaction: the rows are written once, never copied. Staging tables a
+failed or killed sync left behind are never published (`files.publish` skips them) and are dropped by the next
+`ensure_tables` or `begin_staging`.
 
 One object listed twice (a page repeated, an object on two pages) leaves one row per key, by one rule
 (`resolve_duplicates`): identical copies are dropped; of two different versions the one with the later `created`

@@ -1,4 +1,4 @@
-"""DuckDB side of the sync (warehouse/raw.py): DDL from tables.py, staged full swap, incremental upsert, state."""
+"""DuckDB side of the sync (warehouse/raw.py): DDL from raw_tables.py, staged full swap, incremental upsert, state."""
 
 import datetime as dt
 

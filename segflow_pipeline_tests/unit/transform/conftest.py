@@ -12,7 +12,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from segflow_pipeline.raw_tables import TABLES
+from segflow_pipeline.stripe_api.tables import TABLES
 from segflow_pipeline.transform import mrr
 
 TODAY = dt.date(2024, 6, 15)

@@ -33,7 +33,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from segflow_pipeline.config import MrrOptions  # noqa: E402
-from segflow_pipeline.stripe_api.tables import TABLES  # noqa: E402
+from segflow_pipeline.raw_tables import TABLES  # noqa: E402
 from segflow_pipeline.transform import live, mrr  # noqa: E402
 
 AS_OF = dt.datetime(2025, 6, 30, 12, 0, 0)

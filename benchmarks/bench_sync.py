@@ -40,8 +40,8 @@ from stripe_sandbox.account import build_account  # noqa: E402
 from stripe_sandbox.server import EmulatorServer  # noqa: E402
 from segflow_pipeline.stripe_api import objects  # noqa: E402
 from segflow_pipeline.stripe_api.client import StripeReader  # noqa: E402
-from segflow_pipeline.stripe_api.sync import sync_account  # noqa: E402
-from segflow_pipeline.warehouse import files, raw  # noqa: E402
+from segflow_pipeline.resources.raw_sync import sync_account  # noqa: E402
+from segflow_pipeline.warehouse import files, raw, raw_sink  # noqa: E402
 
 KEY = "sk_test_sandbox_full"
 
@@ -140,7 +140,7 @@ RSS_SCRIPT = textwrap.dedent("""
     import os, resource, sys, threading, time
     from pathlib import Path
     from segflow_pipeline.stripe_api.client import StripeReader
-    from segflow_pipeline.stripe_api.sync import sync_account
+    from segflow_pipeline.resources.raw_sync import sync_account
     from segflow_pipeline.warehouse import files, raw
     url, path = sys.argv[1:3]
     helpers = {}  # pid -> peak RSS (VmHWM, kB) of each child: the row-building helpers
@@ -187,7 +187,7 @@ def rss_run(lines_wanted: int) -> None:
         # A helper's own ru_maxrss would count the parent's pages it shares between fork and exec; VmHWM does not.
         log(f"sync of {int(lines):,} invoice lines ({int(objs):,} objects, {requests} requests) in "
             f"{float(seconds):.0f} s (DuckDB memory_limit {limit}, the pipeline's default unless "
-            f"SEGFLOW_DUCKDB_MEMORY_LIMIT is set, at most {raw.LOAD_MEMORY_LIMIT_MIB:.0f} MiB while a full sync "
+            f"SEGFLOW_DUCKDB_MEMORY_LIMIT is set, at most {raw_sink.LOAD_MEMORY_LIMIT_MIB:.0f} MiB while a full sync "
             f"loads): peak RSS of the sync process {int(maxrss_kb) / 1024:.0f} MiB, "
             f"of its {len(helpers)} row-building helpers " + " + ".join(f"{h:.0f}" for h in helpers)
             + f" MiB; sum of the peaks {total:.0f} MiB (an upper bound: shared library pages count in each)")

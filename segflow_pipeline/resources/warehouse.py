@@ -16,7 +16,7 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 
 from segflow_pipeline import config
-from segflow_pipeline.stripe_api.tables import TABLES
+from segflow_pipeline.raw_tables import TABLES
 from segflow_pipeline.warehouse import files, raw
 from segflow_pipeline.warehouse.comments import TableComment
 

@@ -15,6 +15,7 @@ loop ends (`PageGuard`): a cursor is used once, a page never ends where it start
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -25,7 +26,7 @@ from typing import Any
 import orjson
 import stripe
 
-from segflow_pipeline.stripe_api.errors import ConflictingVersions, UnexpectedBody, json_kind
+from segflow_pipeline.stripe_api.errors import UnexpectedBody, json_kind
 from segflow_pipeline.stripe_api.keys import (
     KeyInfo,
     StripeSetupError,
@@ -70,12 +71,12 @@ class PagingError(StripeAPIFailure):
 
 
 def heals_on_retry(exc: BaseException) -> bool:
-    """Whether trying the same work again later can succeed: the one place that decides what is retried.
+    """Whether trying the same request again later can succeed: the one place that decides what Stripe-side
+    failure is retried (a sync adds what storage knows: `resources/raw_sync.heals_on_retry`).
 
     Yes for what Stripe or the network does for a while: 429 (rate limit), 5xx, a connection that failed or a body
-    cut short, a `StripeAPIFailure` that gave up on those, and two versions of one object read while it changed.
-    No for everything else: 4xx, a body that is not Stripe's JSON, paging that does not advance, a bad key, local
-    disk and DuckDB errors, an interrupt.
+    cut short, a `StripeAPIFailure` that gave up on those. No for everything else: 4xx, a body that is not Stripe's
+    JSON, paging that does not advance, a bad key, local disk and DuckDB errors, an interrupt.
     """
     if isinstance(exc, StripeAPIFailure):
         return exc.retriable
@@ -86,8 +87,7 @@ def heals_on_retry(exc: BaseException) -> bool:
         if should is not None:
             return should
         return isinstance(exc, stripe.APIError) and (exc.http_status or 0) >= 500
-    # The account changed while it was read, so two versions of one object came back: the next sync reads it again.
-    return isinstance(exc, ConflictingVersions)
+    return False
 
 
 class PageGuard:
@@ -134,13 +134,38 @@ def json_object(body: bytes) -> dict:
 
 
 class ReadOnlyHTTPClient(stripe.RequestsClient):
-    """The SDK's requests-based client that only ever sends GET. Shared across threads (sessions are thread-local)."""
+    """The SDK's requests-based client that only ever sends GET. Shared across threads (sessions are thread-local).
+
+    Inside `keeping_bodies` (per thread), a successful response's body is kept for the caller and the SDK gets `{}`
+    in its place: the SDK parses every body with the standard library into OrderedDicts, several times slower than
+    the caller's own decoding of the same bytes. Error responses reach the SDK unchanged, so it still raises its
+    typed exceptions (`AuthenticationError`, `RateLimitError`...).
+    """
 
     name = "segflow-readonly"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._kept = threading.local()
+
     def request(self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None):
         _refuse_unless_get(method, url)
-        return super().request(method, url, headers, post_data)
+        content, code, response_headers = super().request(method, url, headers, post_data)
+        bodies = getattr(self._kept, "bodies", None)
+        if bodies is not None and 200 <= code < 300:
+            bodies.append(content)
+            return b"{}", code, response_headers
+        return content, code, response_headers
+
+    @contextlib.contextmanager
+    def keeping_bodies(self) -> Iterator[list[bytes]]:
+        """The successful bodies this thread receives meanwhile, in order (see the class doc)."""
+        bodies: list[bytes] = []
+        self._kept.bodies = bodies
+        try:
+            yield bodies
+        finally:
+            self._kept.bodies = None
 
     def request_stream(self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None):
         _refuse_unless_get(method, url)
@@ -228,19 +253,16 @@ class StripeReader:
         self.stats = RequestStats()
         self._sleep = sleep
         self._key = api_key.strip()
+        self._http = ReadOnlyHTTPClient(timeout=timeout)
         self._client = stripe.StripeClient(
             self._key,
             base_addresses={"api": self.api_base},
-            http_client=ReadOnlyHTTPClient(timeout=timeout),
+            http_client=self._http,
             max_network_retries=0,  # retries are ours: one loop that also covers 429 and counts for metadata
         )
 
     def __repr__(self) -> str:
         return f"StripeReader(key={self.key_info.masked}, api_base={self.api_base!r})"
-
-    @property
-    def http_client(self) -> ReadOnlyHTTPClient:
-        return self._client._requestor._client  # type: ignore[attr-defined,return-value]
 
     def get(self, path: str, params: Mapping[str, Any] | None = None, *, resource: str | None = None,
             decode: Callable[[bytes], Any] = json_object) -> Any:
@@ -285,26 +307,24 @@ class StripeReader:
         raise self._failure(error, path, resource, attempts=self.max_retries + 1, retriable=True) from None
 
     def _get_once(self, path: str, params: Mapping[str, Any] | None, decode: Callable[[bytes], Any]) -> Any:
-        """One GET through the SDK's requestor (auth, Stripe-Version, telemetry), the body parsed with orjson.
-
-        `raw_request` would also parse the body with the standard library into OrderedDicts, about 3x slower
-        than orjson on a 100-object page; errors still go through the SDK so they raise its typed exceptions.
-        """
-        requestor = self._client._requestor  # type: ignore[attr-defined]
-        body, code, headers = requestor.request_raw(
-            "get", path, params=dict(params or {}), options=None, base_address="api", api_mode="V1",
-            usage=["raw_request"],
-        )
-        if 200 <= code < 300:
-            try:
-                return decode(body)
-            except orjson.JSONDecodeError:
-                if isinstance(body, bytes) and body.lstrip().startswith(b"{"):
-                    # JSON cut short (a connection dropped mid-body): transient, retried like a network error.
-                    raise stripe.APIConnectionError("Stripe's response body was cut short") from None
-                # Anything else (an HTML proxy page...) is not Stripe: the SDK raises "Invalid response body".
-        requestor._interpret_response(body, code, headers, "V1")
-        raise stripe.APIError(f"Unexpected response from Stripe (HTTP {code})", http_status=code)
+        """One GET through `StripeClient.raw_request` (auth, Stripe-Version, telemetry, typed errors); the body
+        decoded by `decode` from the bytes the HTTP client kept (`ReadOnlyHTTPClient.keeping_bodies`)."""
+        with self._http.keeping_bodies() as bodies:
+            response = self._client.raw_request("get", path, **dict(params or {}))
+        if not bodies:  # not reached: the SDK raises for anything but a 2xx, and every 2xx passes the HTTP client
+            raise stripe.APIError(f"Unexpected response from Stripe (HTTP {response.code})",
+                                  http_status=response.code)
+        body = bodies[-1]
+        try:
+            return decode(body)
+        except orjson.JSONDecodeError:
+            if isinstance(body, bytes) and body.lstrip().startswith(b"{"):
+                # JSON cut short (a connection dropped mid-body): transient, retried like a network error.
+                raise stripe.APIConnectionError("Stripe's response body was cut short") from None
+            # Anything else (an HTML proxy page...) is not Stripe, as the SDK says of a body it cannot parse.
+            text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+            raise stripe.APIError(f"Invalid response body from API: {text} (HTTP response code was {response.code})",
+                                  http_body=text, http_status=response.code, headers=response.headers) from None
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with full jitter (AWS architecture blog, 'Exponential Backoff And Jitter')."""

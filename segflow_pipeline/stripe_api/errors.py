@@ -22,8 +22,3 @@ def json_kind(value: object) -> str:
         return "a JSON number"
     return {dict: "a JSON object", list: "a JSON array", str: "a JSON string"}.get(type(value), "JSON")
 
-
-class ConflictingVersions(ValueError):
-    """One object came back twice with different contents, and neither its `created` nor the order of the two
-    requests says which is newer (they ran at the same time). The account changed while it was read: a later sync
-    reads it again, so this heals on retry."""

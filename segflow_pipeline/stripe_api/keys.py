@@ -30,10 +30,6 @@ class KeyInfo:
     mode: Literal["test", "live"]
     masked: str
 
-    @property
-    def livemode(self) -> bool:
-        return self.mode == "live"
-
 
 def mask(key: str) -> str:
     """`sk_test_…abcd`: the prefix and the last four characters, as Stripe's dashboard shows keys."""

@@ -1,8 +1,8 @@
-"""Stripe object dicts → rows of the raw tables (`tables.TABLES`), as Arrow tables. Pure: no I/O, no Dagster.
+"""Stripe object dicts → rows of the raw tables (`raw_tables.TABLES`), as Arrow tables. Pure: no I/O, no Dagster.
 
 What belongs here: reading every API shape Stripe may send for the objects we sync, old and new, and turning a
-list of objects (one page) into column-wise Arrow data. What does not: fetching, paging, storing (see `sync.py`
-and `warehouse/raw.py`).
+list of objects (one page) into column-wise Arrow data. What does not: fetching, paging, storing (see `crawler.py`,
+`sync.py` and the sink, `sink.py`).
 
 Shapes handled (https://docs.stripe.com/changelog/basil and earlier versions):
 - subscription `current_period_start/end` on the subscription (before 2025-03-31) or on its items (basil+);
@@ -30,8 +30,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from segflow_pipeline.raw_tables import BOOL, DEC, I64, STR, TABLES, TS
 from segflow_pipeline.stripe_api.errors import UnexpectedBody, json_kind
-from segflow_pipeline.stripe_api.tables import BOOL, DEC, I64, STR, TABLES, TS
 
 Row = tuple
 Emit = list[tuple[str, Row]]

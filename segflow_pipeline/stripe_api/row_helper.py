@@ -1,4 +1,4 @@
-"""The loop of a full sync's row-building helper process (see `sync._ConversionProcess`).
+"""The loop of a full sync's row-building helper process (see `workers.ConversionProcess`).
 
 A module of its own so the helper imports what building rows needs (`objects`, pyarrow, orjson) and nothing else:
 no DuckDB, no HTTP client. Each helper of a large sync is a Python of its own, so every import counts per helper.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import duckdb
 
-from segflow_pipeline.stripe_api.tables import PRIMARY_KEYS, TABLES
+from segflow_pipeline.raw_tables import PRIMARY_KEYS, TABLES
 
 
 def raw_table_health(con: duckdb.DuckDBPyConnection, integration: str) -> dict[str, dict[str, int]]:

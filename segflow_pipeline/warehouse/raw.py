@@ -1,16 +1,18 @@
 """DuckDB storage of the raw Stripe tables (schema `stripe`) and of the sync state. No Dagster, no HTTP.
 
-What belongs here: DDL derived from the Arrow schemas in `stripe_api/tables.py`, streaming Arrow appends into
-staging tables, and the two ways a sync lands its data, each in ONE transaction together with the event cursor:
+What belongs here: DDL derived from the Arrow schemas in `raw_tables.py`, Arrow appends into staging tables, and
+the two ways a sync lands its data, each in ONE transaction together with the event cursor:
 - `swap_full`: the integration's rows in `stripe.*` are replaced by what the full sync staged;
 - `apply_changes`: an incremental sync's re-read objects are upserted by primary key.
 A sync killed at any point therefore leaves either the previous state or the new one, never a mix. Rows of other
-integrations are never read or written. What does not belong here: talking to Stripe, turning objects into rows.
+integrations are never read or written. What does not belong here: talking to Stripe, turning objects into rows,
+feeding a running sync's rows in (`raw_sink.py`).
 
-A full sync stages its rows in tables `stripe._staged_<table>` (same columns, created by `begin_staging`), and
-`swap_full` puts them in place of `stripe.<table>` by renaming them, in one transaction: the rows are written once,
-never copied. Staging tables a failed or killed sync left behind are never published (`files.publish` skips them)
-and are dropped by the next `ensure_tables` or `begin_staging`.
+A full sync stages its rows in tables `stripe._staged_<table>` (same columns, created by `begin_staging`; the
+appends are committed in groups while they load, `raw_sink.py`), and `swap_full` puts them in place of
+`stripe.<table>` by renaming them, in one transaction: the rows are written once, never copied. Staging tables a
+failed or killed sync left behind are never published (`files.publish` skips them) and are dropped by the next
+`ensure_tables` or `begin_staging`.
 
 One object listed twice (a page repeated, an object on two pages) leaves one row per key, by one rule
 (`resolve_duplicates`): identical copies are dropped; of two different versions the one with the later `created`
@@ -30,8 +32,7 @@ from dataclasses import dataclass, field
 import duckdb
 import pyarrow as pa
 
-from segflow_pipeline.stripe_api.errors import ConflictingVersions
-from segflow_pipeline.stripe_api.tables import PRIMARY_KEYS, TABLES
+from segflow_pipeline.raw_tables import DELETABLE, FETCH_BITS, FETCHED, PRIMARY_KEYS, TABLES, SyncState
 
 SCHEMA = "stripe"
 STAGED_PREFIX = "_staged_"
@@ -46,8 +47,12 @@ CHILD_OF: dict[str, tuple[str, str]] = {
     "invoice_lines": ("invoices", "invoice"),
     "price_tiers": ("prices", "price"),
 }
-# Tables that keep objects Stripe deleted, flagged `deleted = true` (Stripe stops listing them).
-DELETABLE = tuple(name for name, schema in TABLES.items() if "deleted" in schema.names)
+
+
+class ConflictingVersions(ValueError):
+    """One object came back twice with different contents, and neither its `created` nor the order of the two
+    requests says which is newer (they ran at the same time). The account changed while it was read: a later sync
+    reads it again, so this heals on retry."""
 
 _DUCKDB_TYPES = {
     pa.string(): "VARCHAR",
@@ -58,7 +63,7 @@ _DUCKDB_TYPES = {
 
 
 def duckdb_type(kind: pa.DataType) -> str:
-    """The DuckDB column type for an Arrow type used in `tables.py`."""
+    """The DuckDB column type for an Arrow type used in `raw_tables.py`."""
     if pa.types.is_decimal(kind):
         return f"DECIMAL({kind.precision},{kind.scale})"
     try:
@@ -68,21 +73,11 @@ def duckdb_type(kind: pa.DataType) -> str:
 
 
 def create_table_sql(schema_name: str, table: str, name: str | None = None, *, fetched: bool = False) -> str:
-    """DDL of `table` (from `tables.py`) as `schema_name.name` (default: its own name); `fetched` adds the
+    """DDL of `table` (from `raw_tables.py`) as `schema_name.name` (default: its own name); `fetched` adds the
     `_fetched` column of this sync's own rows (see the module doc)."""
     columns = ", ".join([f'"{f.name}" {duckdb_type(f.type)}' for f in TABLES[table]]
                         + ([f'"{FETCHED}" BIGINT'] if fetched else []))
     return f'create table if not exists {schema_name}."{name or table}" ({columns})'
-
-
-# When a row's object was fetched, on the sync's clock: (request started << 32) | (answer arrived). Only on rows
-# of the sync in progress (staging tables, an incremental sync's new rows); never in `stripe.*`.
-FETCHED = "_fetched"
-FETCH_BITS = 32
-
-
-def fetch_tag(started: int, arrived: int) -> int:
-    return (started << FETCH_BITS) | arrived
 
 
 # Rows an object brings along, by the column naming it (and which of them, for discounts): when two versions of
@@ -187,32 +182,15 @@ def _newest(versions: list[list[tuple]]) -> int | None:
     return None
 
 
-@dataclass(frozen=True)
-class SyncState:
-    """Where the last successful sync of an integration left off, and which account it read.
-
-    `source` names the account without the key: the key's mode and its masked form (`sk_test_…abcd`, as shown
-    in the dashboard). A cursor of one account must never drive an incremental sync of another.
-    """
-
-    integration: str
-    last_event_id: str | None
-    last_event_created: dt.datetime | None
-    last_full_sync_at: dt.datetime | None
-    last_sync_at: dt.datetime | None
-    last_mode: str | None
-    source: str | None = None
-
-
 STATE_COLUMNS = (("integration", "VARCHAR"), ("last_event_id", "VARCHAR"), ("last_event_created", "TIMESTAMP"),
                  ("last_full_sync_at", "TIMESTAMP"), ("last_sync_at", "TIMESTAMP"), ("last_mode", "VARCHAR"),
                  ("source", "VARCHAR"))
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Schema `stripe` with every table of `tables.TABLES` and `stripe.sync_state`.
+    """Schema `stripe` with every table of `raw_tables.TABLES` and `stripe.sync_state`.
 
-    Idempotent; columns added to `tables.py` later are added to existing tables.
+    Idempotent; columns added to `raw_tables.py` later are added to existing tables.
     """
     con.execute("begin transaction")
     try:
@@ -276,46 +254,6 @@ def drop_staging(con: duckdb.DuckDBPyConnection) -> None:
     for (name,) in con.execute("select table_name from duckdb_tables() where schema_name = ? and "
                                "starts_with(table_name, ?)", [SCHEMA, STAGED_PREFIX]).fetchall():
         con.execute(f'drop table {SCHEMA}."{name}"')
-
-
-# DuckDB memory while a full sync loads, at most. Its writes go to the file and what it caches of them is read
-# back only by the swap, but a smaller cache makes its commits pause longer. 320 MiB keeps a 1M-line sync at
-# 971 MiB in all (842 for the sync process; 384 MiB: 1,024 in all) and 20k subscriptions at 81 % of the rate-limit
-# ceiling (256 MiB: 79 %; 1 GiB: 81 %). See benchmarks/bench_sync.py.
-LOAD_MEMORY_LIMIT_MIB = 320.0
-_UNITS = {"B": 1 / 2**20, "KB": 1000 / 2**20, "KIB": 1 / 1024, "MB": 1e6 / 2**20, "MIB": 1.0, "GB": 1e9 / 2**20,
-          "GIB": 1024.0, "TB": 1e12 / 2**20, "TIB": 2.0**20}
-
-
-def _mib(setting: str) -> float | None:
-    """'488.2 MiB' (as DuckDB shows a size) → 488.2; None if not understood."""
-    number, _, unit = setting.strip().partition(" ")
-    try:
-        return float(number) * _UNITS[unit.strip().upper()]
-    except (ValueError, KeyError):
-        return None
-
-
-@contextlib.contextmanager
-def bulk_loading(con: duckdb.DuckDBPyConnection, wal_limit: str = "256MB") -> Iterator[None]:
-    """Settings for loading a large sync, restored after: fewer checkpoints (DuckDB checkpoints whenever its WAL
-    passes 16 MB, which stalls appends of a large sync for most of a second), no insertion order, text storage,
-    and at most LOAD_MEMORY_LIMIT_MIB of DuckDB memory."""
-    previous = con.execute("select current_setting('checkpoint_threshold'), "
-                           "current_setting('preserve_insertion_order'), current_setting('memory_limit')").fetchone()
-    con.execute("set checkpoint_threshold = ?", [wal_limit])
-    # Row order means nothing in these tables; keeping it makes large INSERT ... SELECTs hold more in memory.
-    con.execute("set preserve_insertion_order = false")
-    limit = _mib(previous[2])
-    if limit is None or limit > LOAD_MEMORY_LIMIT_MIB:
-        con.execute(f"set memory_limit = '{LOAD_MEMORY_LIMIT_MIB:.0f}MiB'")
-    try:
-        with text_storage(con):
-            yield
-    finally:
-        con.execute("set checkpoint_threshold = ?", [previous[0]])
-        con.execute("set preserve_insertion_order = ?", [previous[1]])
-        con.execute("set memory_limit = ?", [previous[2]])
 
 
 def append_staging(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table | Sequence[pa.Table]) -> int:
@@ -384,10 +322,9 @@ def _write_state(con: duckdb.DuckDBPyConnection, state: SyncState) -> None:
 
 
 # How DuckDB stores text. Its default for text, DICT_FSST, is slow on long strings, and Stripe's JSON (`raw`) is
-# kilobytes per object: copying 170k staged invoices into `stripe` spent 25 of its 27 s compressing them. ZSTD for
-# text of 256 bytes and more writes about twice as fast and takes a third of the space (860 MB of invoice rows:
-# 3.7 s and 118 MB against 7.6 s and 356 MB). Set on every pipeline connection (`warehouse.files.connect`) and, for
-# other connections, while a full sync loads (`bulk_loading`).
+# kilobytes per object; ZSTD for text of 256 bytes and more writes faster and takes less space (README). Set on
+# every pipeline connection (`warehouse.files.connect`) and, for other connections, while a full sync loads
+# (`raw_sink.bulk_loading`).
 TEXT_STORAGE = {"disabled_compression_methods": "dict_fsst", "zstd_min_string_length": "256"}
 
 
@@ -419,7 +356,7 @@ def swap_full(con: duckdb.DuckDBPyConnection, integration: str, state: SyncState
     (a line list that moved between two pages of one draft invoice): `resolve_duplicates`, whose counts are
     returned (and added to `duplicates` if given). Rows of other integrations are copied into the staging tables;
     then each staging table is renamed in place of its table, so the sync's own rows, written once, are never
-    copied (copying 170k invoices' JSON took 10-27 s).
+    copied.
     """
     params = [integration, integration]
     con.execute("begin transaction")

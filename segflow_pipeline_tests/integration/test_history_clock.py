@@ -23,7 +23,7 @@ import pytest
 from stripe_sandbox.account import build_account
 from stripe_sandbox.server import EmulatorServer
 from segflow_pipeline.stripe_api.client import StripeReader
-from segflow_pipeline.stripe_api.sync import sync_account
+from segflow_pipeline.resources.raw_sync import sync_account
 from segflow_pipeline.transform import live, mrr
 from segflow_pipeline.warehouse import raw
 from segflow_pipeline.warehouse import tables as wh

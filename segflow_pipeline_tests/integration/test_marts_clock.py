@@ -23,11 +23,11 @@ import stripe
 
 from segflow_pipeline.config import SANDBOX_FX_RATES, MrrOptions
 from segflow_pipeline.defs.metrics.assets import INPUT_TABLES
+from segflow_pipeline.resources.raw_sync import sync_account
 from segflow_pipeline.runner import load_definitions
 from stripe_sandbox.account import build_account
 from stripe_sandbox.server import EmulatorServer
 from segflow_pipeline.stripe_api.client import StripeReader
-from segflow_pipeline.stripe_api.sync import sync_account
 from segflow_pipeline.transform import mrr
 from segflow_pipeline.transform import reporting_currency as rc
 from segflow_pipeline.warehouse import raw

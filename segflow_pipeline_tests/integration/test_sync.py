@@ -14,10 +14,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from segflow_pipeline.raw_tables import PRIMARY_KEYS, TABLES
+from segflow_pipeline.resources.raw_sync import sync_account
 from segflow_pipeline.stripe_api.client import StripeReader
 from segflow_pipeline.stripe_api.keys import StripeSetupError
-from segflow_pipeline.stripe_api.sync import sync_account
-from segflow_pipeline.stripe_api.tables import PRIMARY_KEYS, TABLES
 from segflow_pipeline.warehouse import raw
 
 emulator = pytest.importorskip("stripe_sandbox.server", reason="the Stripe emulator is not available")
@@ -199,7 +199,7 @@ def test_faults_end_in_the_same_tables_and_are_counted(tmp_path, account, full_d
 SYNC_SCRIPT = textwrap.dedent("""
     import sys, duckdb
     from segflow_pipeline.stripe_api.client import StripeReader
-    from segflow_pipeline.stripe_api.sync import sync_account
+    from segflow_pipeline.resources.raw_sync import sync_account
     from segflow_pipeline.warehouse import raw
     url, path, mode = sys.argv[1:4]
     con = duckdb.connect(path)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import duckdb
 import pytest
 
+from segflow_pipeline.resources.raw_sync import sync_account
 from segflow_pipeline.stripe_api.client import StripeAPIFailure, StripeReader
-from segflow_pipeline.stripe_api.sync import sync_account
 from segflow_pipeline.warehouse import raw
 from segflow_pipeline_tests.support.reliability import (
     FakeStripe,

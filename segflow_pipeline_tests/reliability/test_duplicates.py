@@ -14,7 +14,7 @@ import pytest
 
 from stripe_sandbox.server import EmulatorServer
 from segflow_pipeline.stripe_api.client import StripeReader
-from segflow_pipeline.stripe_api.sync import sync_account
+from segflow_pipeline.resources.raw_sync import sync_account
 from segflow_pipeline.warehouse import raw
 from segflow_pipeline_tests.support.reliability import FakeStripe, Request, table_rows
 

@@ -27,7 +27,7 @@ import pytest
 
 from segflow_pipeline.runner import load_definitions
 from stripe_sandbox.account import SandboxAccount
-from segflow_pipeline.stripe_api.tables import TABLES
+from segflow_pipeline.raw_tables import TABLES
 
 PROJECT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

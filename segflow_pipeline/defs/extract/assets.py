@@ -8,12 +8,12 @@ import dagster as dg
 from segflow_pipeline.config import Integration
 from segflow_pipeline.defs.clock import epoch_seconds, run_as_of
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
+from segflow_pipeline.raw_tables import TABLES
+from segflow_pipeline.resources.raw_sync import heals_on_retry, sync_account
 from segflow_pipeline.resources.stripe import StripeResource
 from segflow_pipeline.resources.warehouse import WarehouseResource
-from segflow_pipeline.stripe_api.client import StripeAPIFailure, heals_on_retry
+from segflow_pipeline.stripe_api.client import StripeAPIFailure
 from segflow_pipeline.stripe_api.keys import StripeSetupError, empty_account_warning, redact
-from segflow_pipeline.stripe_api.sync import sync_account
-from segflow_pipeline.stripe_api.tables import TABLES
 from segflow_pipeline.warehouse import quality, raw
 from segflow_pipeline.warehouse.comments import PYTHON_TABLES
 from segflow_pipeline.warehouse.files import WarehouseError

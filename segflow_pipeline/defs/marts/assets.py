@@ -18,8 +18,8 @@ from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
 from segflow_pipeline.defs.marts.bets import BET_IMPACT
 from segflow_pipeline.defs.marts.reporting_currency import KPIS_MONTHLY_REPORTING
 from segflow_pipeline.defs.reporting import failure_metadata, preview
+from segflow_pipeline.raw_tables import TABLES
 from segflow_pipeline.resources.warehouse import WarehouseResource
-from segflow_pipeline.stripe_api.tables import TABLES
 from segflow_pipeline.warehouse import sql_models
 from segflow_pipeline.warehouse import tables as wh
 from segflow_pipeline.warehouse.sql_models import SqlModel, TableRef

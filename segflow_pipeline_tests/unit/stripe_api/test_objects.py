@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from segflow_pipeline.stripe_api import objects
-from segflow_pipeline.stripe_api.tables import TABLES
+from segflow_pipeline.raw_tables import TABLES
 from segflow_pipeline_tests.support.paths import STRIPE_FIXTURES
 
 

@@ -1,4 +1,4 @@
-"""DuckDB side of the sync (warehouse/raw.py): DDL from tables.py, staged full swap, incremental upsert, state."""
+"""DuckDB side of the sync (warehouse/raw.py): DDL from raw_tables.py, staged full swap, incremental upsert, state."""
 
 import datetime as dt
 
@@ -6,8 +6,8 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+from segflow_pipeline.raw_tables import TABLES
 from segflow_pipeline.stripe_api import objects
-from segflow_pipeline.stripe_api.tables import TABLES
 from segflow_pipeline.warehouse import raw
 
 T0 = dt.datetime(2026, 1, 1)

@@ -13,33 +13,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segflow_pipeline.stripe_api import sync
+from segflow_pipeline.raw_tables import SyncState
+from segflow_pipeline.stripe_api import objects, sync
+from segflow_pipeline.stripe_api.changes import changed_objects, read_plan
 from segflow_pipeline.stripe_api.client import RequestStats
-from segflow_pipeline.warehouse.raw import SyncState
-
-
-@given(lo=st.integers(0, 2_000_000_000), width=st.integers(1, 10_000_000), parts=st.integers(1, 64))
-def test_split_window_covers_each_second_exactly_once(lo, width, parts):
-    hi = lo + width
-    windows = sync.split_window(lo, hi, parts)
-    assert windows[0][0] == lo and windows[-1][1] == hi
-    assert all(a < b for a, b in windows)
-    assert all(b == a2 for (_, b), (a2, _) in zip(windows, windows[1:]))  # adjacent, half-open, no overlap
-    assert len(windows) == min(parts, width)
-
-
-def test_split_window_of_one_second_cannot_split():
-    assert sync.split_window(5, 6, 2) == [(5, 6)]
-    assert sync.split_window(5, 5, 2) == []
+from segflow_pipeline.stripe_api.crawler import Crawler, Pending, Task
+from segflow_pipeline.stripe_api.lists import BY_KIND, LINES
+from segflow_pipeline.stripe_api.tally import Tally
+from segflow_pipeline.stripe_api.windows import remaining_window, split_remaining, window_params
+from segflow_pipeline.stripe_api.workers import HelperPool
 
 
 def test_remaining_window_keeps_the_cursor_second():
     # The page's oldest object is at second 100: others of second 100 may follow the cursor.
-    assert sync.remaining_window(0, 100) == (0, 101)
+    assert remaining_window(0, 100) == (0, 101)
 
 
 def test_window_params_are_half_open():
-    params = sync.window_params({"status": "all"}, 10, 20, "sub_9")
+    params = window_params({"status": "all"}, 10, 20, "sub_9")
     assert params == {"status": "all", "limit": 100, "created": {"gte": 10, "lt": 20}, "starting_after": "sub_9"}
 
 
@@ -85,10 +76,11 @@ class ListSource:
 
 
 def page_all(source: ListSource, concurrency: int) -> list[str]:
-    sink = sync._MemorySink(None, time.monotonic())
-    engine = sync._Engine(source, "default", concurrency, sink)  # type: ignore[arg-type]
-    engine.run([engine._window(sync.BY_KIND["customers"], 0, 2_000_000_000, None)])
-    return [i for t in sink.tables.get("customers", []) for i in t.column("id").to_pylist()]
+    rows: dict = {}
+    tally = Tally(None, time.monotonic(), lambda table, data: rows.setdefault(table, []).append(data))
+    crawler = Crawler(source, "default", concurrency, tally)  # type: ignore[arg-type]
+    crawler.run([crawler.window(BY_KIND["customers"], 0, 2_000_000_000, None)])
+    return [i for t in rows.get("customers", []) for i in t.column("id").to_pylist()]
 
 
 @pytest.mark.parametrize("created", [
@@ -131,13 +123,13 @@ def test_a_crowded_second_is_paged_as_a_run_of_its_own():
 
 
 def test_pending_tasks_come_in_the_order_that_keeps_a_sync_short():
-    spec = sync.BY_KIND["invoices"]
-    first = sync._Engine._window(spec, 0, 1000, None)
-    run = sync._Engine._window(spec, 500, 501, "in_1")
-    big = sync._Engine._window(spec, 0, 400, "in_2", left=30)
-    small = sync._Engine._window(spec, 0, 400, "in_3", left=2)
-    child = sync._Task(sync.LINES, "/v1/invoices/in_4/lines", {"limit": 100})
-    pending = sync._Pending([small, child, big, first, run])
+    spec = BY_KIND["invoices"]
+    first = Crawler.window(spec, 0, 1000, None)
+    run = Crawler.window(spec, 500, 501, "in_1")
+    big = Crawler.window(spec, 0, 400, "in_2", left=30)
+    small = Crawler.window(spec, 0, 400, "in_3", left=2)
+    child = Task(LINES, "/v1/invoices/in_4/lines", {"limit": 100})
+    pending = Pending([small, child, big, first, run])
     assert [pending.pop() for _ in range(len(pending))] == [run, first, child, small, big]
 
 
@@ -145,7 +137,7 @@ def test_pending_tasks_come_in_the_order_that_keeps_a_sync_short():
        parts=st.integers(1, 16))
 def test_split_remaining_covers_the_rest_exactly_once(lo, back, span, parts):
     last = lo + back
-    windows = sync.split_remaining(lo, last, last + span, parts)
+    windows = split_remaining(lo, last, last + span, parts)
     assert windows[0][1] == last + 1 and windows[0][0] <= last  # the cursor's second is in the first window
     assert windows[-1][0] == lo
     assert all(a < b for a, b in windows)
@@ -179,7 +171,7 @@ def test_changed_objects_maps_event_types_to_objects():
         event(25, "charge.succeeded", {"id": "ch_1", "object": "charge"}),
         event(26, "customer.source.updated", {"id": "card_1", "object": "card", "customer": "cus_4"}),
     ]
-    changes = sync.changed_objects(reversed(events))  # listed newest first; applied oldest first
+    changes = changed_objects(reversed(events))  # listed newest first; applied oldest first
     assert {k: set(v) for k, v in changes.reread.items() if v} == {
         "subscriptions": {"sub_1", "sub_2", "sub_3"}, "invoices": {"in_1", "in_2"},
         "customers": {"cus_1", "cus_3", "cus_4"}, "prices": {"price_1", "price_2"}, "products": {"prod_1"},
@@ -190,7 +182,7 @@ def test_changed_objects_maps_event_types_to_objects():
 
 
 def test_the_last_event_wins():
-    changes = sync.changed_objects([
+    changes = changed_objects([
         event(1, "product.created", {"id": "prod_1", "object": "product"}),
         event(2, "product.deleted", {"id": "prod_1", "object": "product"}),
         event(3, "customer.deleted", {"id": "cus_1", "object": "customer"}),
@@ -237,7 +229,7 @@ def test_any_distribution_pages_exactly_once(offsets):
     pytest.param({f"cus_{i}": 10 for i in range(300)}, 20_000, 0, id="more-changed-than-a-full-list-costs"),
 ])
 def test_read_plan(ids, stored, expected):
-    assert sync.read_plan(ids, since=1_000, stored=stored) == expected
+    assert read_plan(ids, since=1_000, stored=stored) == expected
 
 
 CUSTOMERS_PAGE = orjson.dumps({"object": "list", "has_more": True, "data": [
@@ -249,7 +241,7 @@ CUSTOMERS_PAGE = orjson.dumps({"object": "list", "has_more": True, "data": [
 
 def test_helper_processes_build_the_same_rows():
     body = CUSTOMERS_PAGE
-    pool = sync._HelperPool(2)
+    pool = HelperPool(2)
     try:
         # More pages than helpers and pipeline slots, from many threads at once: every answer reaches its caller.
         pages: list = [None] * 12
@@ -263,7 +255,7 @@ def test_helper_processes_build_the_same_rows():
         pool.close()
     assert all(helper.proc.returncode == 0 for helper in pool.helpers)
     for i, page in enumerate(pages):
-        here = sync.objects.page_rows("customers", body, f"acme{i}", {})
+        here = objects.page_rows("customers", body, f"acme{i}", {})
         assert page is not None
         assert (page.has_more, page.last_id, page.last_created, page.newest_created) == (True, "cus_1", 10, 20)
         for table in ("customers", "discounts"):
@@ -272,7 +264,7 @@ def test_helper_processes_build_the_same_rows():
 
 
 def test_a_helper_that_dies_hands_its_pages_back():
-    pool = sync._HelperPool(1)
+    pool = HelperPool(1)
     try:
         assert pool.convert("customers", CUSTOMERS_PAGE, "acme", {}, False) is not None
         pool.helpers[0].proc.kill()

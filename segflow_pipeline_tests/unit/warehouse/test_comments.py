@@ -8,7 +8,7 @@ import re
 import duckdb
 import pytest
 
-from segflow_pipeline.stripe_api.tables import TABLES
+from segflow_pipeline.raw_tables import TABLES
 from segflow_pipeline.transform import mrr
 from segflow_pipeline.warehouse import comments, raw
 from segflow_pipeline.warehouse import sql_models as sm

@@ -14,7 +14,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from segflow_pipeline.stripe_api.tables import TABLES
+from segflow_pipeline.raw_tables import TABLES
 from segflow_pipeline.transform import mrr
 from segflow_pipeline.warehouse import sql_models as sm
 from segflow_pipeline.warehouse.tables import replace_rows

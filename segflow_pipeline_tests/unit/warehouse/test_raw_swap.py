@@ -7,9 +7,9 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from segflow_pipeline.stripe_api.errors import ConflictingVersions
-from segflow_pipeline.stripe_api.tables import PRIMARY_KEYS, TABLES
+from segflow_pipeline.raw_tables import PRIMARY_KEYS, TABLES, fetch_tag
 from segflow_pipeline.warehouse import files, raw
+from segflow_pipeline.warehouse.raw import ConflictingVersions
 
 T0 = dt.datetime(2026, 1, 1)
 LONG = 6000  # above DuckDB's zstd_min_string_length (4096)
@@ -70,7 +70,7 @@ def everything(con, where: str, integration: str) -> dict[str, list]:
 
 def fetched(table: pa.Table, started: int | None, arrived: int | None) -> pa.Table:
     """`table` as the sync stages it: tagged with when its page was fetched (None: not known)."""
-    tag = None if started is None else raw.fetch_tag(started, arrived)
+    tag = None if started is None else fetch_tag(started, arrived)
     return table.append_column(raw.FETCHED, pa.repeat(pa.scalar(tag, pa.int64()), table.num_rows))
 
 

@@ -12,7 +12,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from segflow_pipeline.stripe_api.tables import TABLES
+from segflow_pipeline.raw_tables import TABLES
 from segflow_pipeline.warehouse import sql_models as sm
 from segflow_pipeline.warehouse.tables import replace_rows
 

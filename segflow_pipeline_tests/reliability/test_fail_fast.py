@@ -76,12 +76,13 @@ def test_a_web_page_instead_of_stripe_fails_once(tmp_path, monkeypatch):
         env = make_env(tmp_path, fake.url, KEY)
         apply_env(monkeypatch, env)
         result = run_job()
-        requests = fake.count()
+        asked = [r.target for r in fake.requests]
     description = sync_failure(result)
     assert "Invalid response body" in description and f"STRIPE_API_BASE ({fake.url})" in description, description
     assert "Not retried" in description
-    # The sync's first lists, once each: nothing was asked twice.
-    assert requests <= 7
+    # The sync's first lists, once each: nothing was asked twice (how many lists had started when the first answer
+    # came back depends on the machine's load, so their number is not fixed).
+    assert asked and len(asked) == len(set(asked)), asked
 
 
 def test_a_deterministic_400_fails_once_with_stripes_message(tmp_path, monkeypatch):

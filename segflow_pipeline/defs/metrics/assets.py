@@ -9,6 +9,7 @@ import polars as pl
 from segflow_pipeline.config import MrrOptions
 from segflow_pipeline.defs.clock import run_as_of
 from segflow_pipeline.defs.extract.assets import RAW_KEYS
+from segflow_pipeline.defs.keys import CUSTOMER_MOVEMENTS, MRR_DAILY
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
 from segflow_pipeline.defs.reporting import failure_metadata, preview
 from segflow_pipeline.resources.warehouse import WarehouseResource
@@ -16,8 +17,6 @@ from segflow_pipeline.transform import live, mrr, schemas
 from segflow_pipeline.warehouse import tables as wh
 from segflow_pipeline.warehouse.comments import PYTHON_TABLES
 
-MRR_DAILY = dg.AssetKey(["metrics", "mrr_daily"])
-CUSTOMER_MOVEMENTS = dg.AssetKey(["metrics", "mrr_customer_movements"])
 # `invoices` tells paid invoices from failed ones: an unpaid subscription without its status event stops counting at
 # the end of the last *paid* period (docs/mrr.md section 2), never at the end of the invoice it failed to pay.
 INPUT_TABLES = ("subscriptions", "subscription_items", "prices", "price_tiers", "coupons", "discounts", "customers",

@@ -103,3 +103,16 @@ def test_every_asset_says_what_it_holds():
     missing = sorted(k.to_user_string() for k in graph.get_all_asset_keys()
                      if not (graph.get(k).description or "").strip())
     assert missing == []
+
+
+def test_mrr_daily_shows_its_published_columns_before_any_run():
+    """The Columns tab of metrics/mrr_daily comes from the Pandera model its run validates against
+    (dagster-pandera), in the published order with each column's rules."""
+    graph = load_definitions().resolve_asset_graph()
+    schema = graph.get(dg.AssetKey(["metrics", "mrr_daily"])).metadata["dagster/column_schema"].schema
+    columns = {c.name: c for c in schema.columns}
+    assert list(columns) == ["integration", "date", "currency", "mrr", "arr", "active_subscriptions",
+                             "paying_customers", "new_mrr", "expansion_mrr", "reactivation_mrr", "contraction_mrr",
+                             "churned_mrr"]
+    assert columns["mrr"].type == "Decimal(precision=18, scale=2)" and not columns["mrr"].constraints.nullable
+    assert any("arr_is_12_times_mrr" in c for c in schema.constraints.other)

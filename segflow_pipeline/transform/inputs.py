@@ -66,6 +66,8 @@ INPUT_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "integration": pl.String(), "id": pl.String(), "type": pl.String(), "created": _TS,
         "object_id": pl.String(), "previous_attributes": pl.String(), "data_object": pl.String(),
     },
+    # tells paid invoices from failed ones: an unpaid subscription without its status event stops counting at the
+    # end of the last *paid* period (docs/mrr.md section 2), never at the end of the invoice it failed to pay
     "invoices": {"integration": pl.String(), "id": pl.String(), "status": pl.String()},
 }
 

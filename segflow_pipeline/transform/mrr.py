@@ -26,7 +26,7 @@ from segflow_pipeline.transform.unusable import UNUSABLE_SCHEMA, unusable_rows
 __all__ = [
     "CUSTOMER_MOVEMENT_SCHEMA", "DAILY_SCHEMA", "INPUT_SCHEMAS", "INTERVAL_SCHEMA", "MOVEMENTS", "SNAPSHOT_SCHEMA",
     "UNUSABLE_SCHEMA", "MrrInputs", "MrrRun", "customer_movements", "daily_mrr", "gap_rows", "movement_breaks",
-    "mrr_run", "snapshot_rows", "subscription_mrr_intervals", "unusable_rows",
+    "mrr_run", "schema_failures", "snapshot_rows", "subscription_mrr_intervals", "unusable_rows",
 ]
 
 
@@ -53,11 +53,23 @@ def mrr_run(inputs: MrrInputs, options: MrrOptions, now: dt.datetime) -> MrrRun:
     unusable = unusable_rows(inputs)
     intervals = subscription_mrr_intervals(inputs, options=options, as_of=now)
     daily = daily_mrr(intervals, today=today)
+    snapshots = snapshot_rows(intervals, day=today)
     failures = {
-        "matches_schema": schemas.failure_cases(schemas.MrrDaily, daily, keys=("currency", "date")),
+        "matches_schema": schema_failures(daily, snapshots),
         "movements_reconcile": movement_breaks(daily),
         "one_row_per_day": gap_rows(daily),
         "matches_live_subscriptions": live.live_mrr_mismatches(daily, intervals, inputs, options, now, unusable),
     }
     return MrrRun(daily=daily, customer_movements=customer_movements(intervals, today),
-                  snapshots=snapshot_rows(intervals, day=today), unusable=unusable, failures=failures)
+                  snapshots=snapshots, unusable=unusable, failures=failures)
+
+
+def schema_failures(daily: pl.DataFrame, snapshots: pl.DataFrame) -> pl.DataFrame:
+    """Every Pandera failure of the two tables a run writes and later runs trust: metrics.mrr_daily (keyed by
+    currency and date) and today's metrics.mrr_snapshots rows (keyed by subscription and date), `table` first."""
+    return pl.concat([
+        schemas.failure_cases(schemas.MrrDaily, daily, keys=("currency", "date"))
+        .select(pl.lit("metrics.mrr_daily").alias("table"), pl.all()),
+        schemas.failure_cases(schemas.MrrSnapshots, snapshots, keys=("subscription", "date"))
+        .select(pl.lit("metrics.mrr_snapshots").alias("table"), pl.all()),
+    ], how="diagonal_relaxed")

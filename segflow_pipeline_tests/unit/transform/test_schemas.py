@@ -60,3 +60,17 @@ def test_failure_cases_name_the_rows_that_failed(frame: pl.DataFrame) -> None:
     negative = cases.filter(pl.col("column") == "mrr")
     assert negative.select("currency", "date", "failure_case").rows() == [("usd", dt.date(2024, 6, 12), "-1.00")]
     assert schemas.failure_cases(schemas.MrrDaily, frame, keys=("currency", "date")).height == 0
+
+
+def test_a_run_validates_its_snapshot_rows_too(account: Account) -> None:
+    """`matches_schema` covers the snapshot rows later runs trust: a duplicated subscription row and a zero
+    denominator are reported under metrics.mrr_snapshots, keyed by subscription, while the daily frame passes."""
+    account.subscription([(account.price(unit_amount=1000), 1)], id="sub_a")
+    intervals = mrr.subscription_mrr_intervals(account.inputs(), as_of=AS_OF)
+    daily, snap = mrr.daily_mrr(intervals, AS_OF.date()), mrr.snapshot_rows(intervals, AS_OF.date())
+    assert mrr.schema_failures(daily, snap).height == 0
+    bad = pl.concat([snap, snap.with_columns(pl.lit(0, pl.Decimal(38, 0)).alias("mrr_den"))])
+    cases = mrr.schema_failures(daily, bad)
+    assert set(cases.get_column("table")) == {"metrics.mrr_snapshots"}
+    assert {"multiple_fields_uniqueness", "greater_than(0)"} <= set(cases.get_column("check"))
+    assert set(cases.get_column("subscription").drop_nulls()) == {"sub_a"}

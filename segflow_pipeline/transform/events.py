@@ -17,7 +17,6 @@ from segflow_pipeline.transform.lifecycle import COUNTING_STATUSES
 SUBSCRIPTION_EVENT_PREFIX = "customer.subscription."
 
 
-ITEM_STATE = pl.Struct({"id": pl.Utf8, "price": pl.Utf8, "quantity": pl.Int64})
 _JSON_ITEMS = pl.List(
     pl.Struct(
         {"id": pl.Utf8, "price": pl.Struct({"id": pl.Utf8}), "plan": pl.Struct({"id": pl.Utf8}), "quantity": pl.Int64}
@@ -29,8 +28,8 @@ def parse_subscription_events(events: pl.DataFrame) -> pl.DataFrame:
     """`customer.subscription.*` events as columns, read with JSON paths (lenient: bad JSON gives nulls).
 
     Columns: integration, subscription, created, status, prev_status, cape, prev_cape, cancel_at_set,
-    quantity, price, prev_quantity, prev_price (single-item fields of old API versions), items (list of
-    ITEM_STATE after the event), prev_items (before, when it changed).
+    quantity, price, prev_quantity, prev_price (single-item fields of old API versions), items (list of item
+    states {id, price, quantity} after the event), prev_items (before, when it changed).
     """
     subs = events.filter(pl.col("type").str.starts_with(SUBSCRIPTION_EVENT_PREFIX))
     prev = pl.col("previous_attributes")
@@ -63,7 +62,8 @@ def parse_subscription_events(events: pl.DataFrame) -> pl.DataFrame:
 
 
 def _decode_items(text: pl.Expr, frame: pl.DataFrame, name: str) -> pl.DataFrame:
-    """Decodes an `items.data` JSON array column into a list of ITEM_STATE; undecodable text becomes null.
+    """Decodes an `items.data` JSON array column into a list of item states {id, price, quantity}; undecodable
+    text becomes null.
 
     Stripe's item objects have a stable shape in every API version (price/plan objects, integer quantity);
     should a row still not match, the whole column falls back to null and the current items are used instead.

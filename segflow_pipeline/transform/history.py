@@ -1,11 +1,11 @@
-"""Rebuilding each subscription's past from what the API still shows (docs/mrr.md section 5).
+"""Which items (price, quantity) each subscription had on which day, rebuilt from what the API still shows
+(docs/mrr.md section 5).
 
-Belongs here: which items (price, quantity) a subscription had on which day and when its status kept it from
-counting, read from, in order of trust: the pipeline's own daily snapshots, `customer.subscription.*` events
-(the API keeps 30 days), invoice lines of type subscription, and the subscription's own dates with its
-current items. Not here: what an item is worth (`pricing.py`), the events themselves (`events.py`) or when the subscription counts at all (`lifecycle.py`).
-
-Time model: `days.py`.
+Belongs here: `item_rows`, read from, in order of trust: `customer.subscription.*` events (the API keeps 30 days),
+invoice lines of type subscription (with pending proration invoice items), and the subscription's current items.
+Not here: parsing the events and the status blocks they give (`events.py`), when the subscription counts at all
+(`lifecycle.py`), the pipeline's own snapshots, which outrank all of these (`snapshots.py`, `intervals.py`), or
+what an item is worth (`pricing.py`). Time model: `days.py`.
 
 Eras per subscription (later eras win because they are more trustworthy):
 - event era `[era_start, FAR)`: `era_start` is the first day the integration's event log covers. Inside it the
@@ -36,8 +36,8 @@ def item_rows(
     eras: pl.DataFrame,
     invoice_lines: pl.DataFrame,
     as_of: dt.datetime,
-    invoice_items: pl.DataFrame | None = None,
-    metered: pl.DataFrame | None = None,
+    invoice_items: pl.DataFrame,
+    metered: pl.DataFrame,
 ) -> pl.DataFrame:
     """Which item (price, quantity) each subscription had on which days, by source (module docstring).
 
@@ -47,15 +47,6 @@ def item_rows(
     subscription from different eras never overlap.
     """
     keys = ["integration", "subscription"]
-    if invoice_items is None:
-        invoice_items = pl.DataFrame(schema={"integration": pl.Utf8, "subscription": pl.Utf8, "id": pl.Utf8,
-                                             "subscription_item": pl.Utf8, "price": pl.Utf8, "quantity": pl.Int64,
-                                             "amount": pl.Int64, "proration": pl.Boolean, "invoice": pl.Utf8,
-                                             "period_start": pl.Datetime("us"), "period_end": pl.Datetime("us")})
-    if metered is None:
-        metered = pl.DataFrame(schema={"integration": pl.Utf8, "price": pl.Utf8})
-    if "current_period_start" not in subscriptions.columns:
-        subscriptions = subscriptions.with_columns(pl.lit(None, pl.Datetime("us")).alias("current_period_start"))
     subs = subscriptions.select(*keys, "current_period_start").unique(keys).join(
         eras, on="integration", how="left"
     ).with_columns(pl.col("era_start").fill_null(FAR))
@@ -286,7 +277,7 @@ def _current_item_rows(current: pl.DataFrame, ranges: pl.DataFrame, as_of: dt.da
 
 def _state_rows(frame: pl.DataFrame, state: str, source: str, quantity: str = "prev_quantity",
                 price: str = "prev_price") -> pl.DataFrame:
-    """Explodes a list-of-ITEM_STATE column into item rows, keeping from_day/to_day. Where `override` is true
+    """Explodes a list-of-item-states column ({id, price, quantity}) into item rows, keeping from_day/to_day. Where `override` is true
     (an old API version's single-item event), the `quantity` / `price` columns replace the item's own."""
     return (
         frame.select("integration", "subscription", "from_day", "to_day", pl.col(quantity).alias("prev_quantity"),

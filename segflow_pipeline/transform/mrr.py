@@ -38,7 +38,8 @@ class MrrRun:
     customer_movements: pl.DataFrame  # metrics.mrr_customer_movements (CUSTOMER_MOVEMENT_SCHEMA)
     snapshots: pl.DataFrame  # today's metrics.mrr_snapshots rows (SNAPSHOT_SCHEMA)
     unusable: pl.DataFrame  # metrics.mrr_unusable_rows (UNUSABLE_SCHEMA)
-    failures: dict[str, pl.DataFrame]  # matches_schema, movements_reconcile, one_row_per_day, matches_live_subscriptions
+    # matches_schema, movements_reconcile, one_row_per_day, matches_live_subscriptions -> offending rows
+    failures: dict[str, pl.DataFrame]
 
     @property
     def failed(self) -> list[str]:

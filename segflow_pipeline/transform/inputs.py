@@ -109,10 +109,8 @@ def conform_inputs(inputs: MrrInputs) -> MrrInputs:
         frame = getattr(inputs, f.name)
         if f.name == "snapshots":
             conformed[f.name] = _conform_snapshots(frame)
-        elif f.name == "invoices":
-            conformed[f.name] = None if frame is None else _conform(frame, INPUT_SCHEMAS["invoices"])
-        elif f.name == "invoice_items":
-            conformed[f.name] = _conform(frame, INPUT_SCHEMAS["invoice_items"])
+        elif f.name == "invoices" and frame is None:
+            conformed[f.name] = None  # without an invoices table every finalized line counts as paid
         else:
             conformed[f.name] = _conform(frame, INPUT_SCHEMAS[f.name])
     return MrrInputs(**conformed)

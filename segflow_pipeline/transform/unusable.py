@@ -13,7 +13,6 @@ from segflow_pipeline.transform import events, pricing
 from segflow_pipeline.transform.inputs import MrrInputs, as_of_utc, conform_inputs
 from segflow_pipeline.transform.lifecycle import subscription_table
 
-
 # unusable_rows: input rows the transform leaves out, one reason each (also what `stripe.quarantine` holds).
 UNUSABLE_SCHEMA: dict[str, pl.DataType] = {
     "integration": pl.Utf8(),

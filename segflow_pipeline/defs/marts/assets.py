@@ -13,11 +13,11 @@ one does not (a model that was removed or renamed) is dropped when a mart is wri
 import dagster as dg
 import polars as pl
 
+from segflow_pipeline.defs.checks import blocking_checks
 from segflow_pipeline.defs.clock import run_as_of
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
 from segflow_pipeline.defs.keys import BET_IMPACT, CUSTOMER_MOVEMENTS, MRR_DAILY
 from segflow_pipeline.defs.marts.reporting_currency import KPIS_MONTHLY_REPORTING
-from segflow_pipeline.defs.checks import blocking_checks
 from segflow_pipeline.defs.reporting import preview
 from segflow_pipeline.resources.warehouse import WarehouseResource
 from segflow_pipeline.stripe_api.tables import TABLES

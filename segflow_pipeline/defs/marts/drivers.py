@@ -9,9 +9,9 @@ when it fails, the publish step does not run and readers keep the last good file
 
 import dagster as dg
 
+from segflow_pipeline.defs.checks import check_result
 from segflow_pipeline.defs.integrations import BY_NAME, INTEGRATIONS, PARTITIONS
 from segflow_pipeline.defs.keys import MRR_BRIDGE_MONTHLY
-from segflow_pipeline.defs.checks import check_result
 from segflow_pipeline.resources.warehouse import WarehouseResource
 from segflow_pipeline.transform import drivers
 from segflow_pipeline.warehouse import tables as wh

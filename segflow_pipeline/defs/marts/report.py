@@ -15,8 +15,8 @@ import dagster as dg
 
 from segflow_pipeline.defs.clock import run_as_of
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
-from segflow_pipeline.defs.marts.reporting_currency import KPIS_MONTHLY, KPIS_MONTHLY_REPORTING
 from segflow_pipeline.defs.keys import MRR_BRIDGE_MONTHLY, MRR_DAILY, MRR_DAILY_REPORTING
+from segflow_pipeline.defs.marts.reporting_currency import KPIS_MONTHLY, KPIS_MONTHLY_REPORTING
 from segflow_pipeline.defs.metrics import forecast as forecast_section
 from segflow_pipeline.reporting import charts
 from segflow_pipeline.resources.warehouse import WarehouseResource

@@ -14,9 +14,9 @@ import duckdb
 import polars as pl
 
 from segflow_pipeline import bets, config
+from segflow_pipeline.defs.checks import blocking_checks
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
 from segflow_pipeline.defs.keys import BET_IMPACT, MRR_DAILY, MRR_DAILY_REPORTING
-from segflow_pipeline.defs.checks import blocking_checks
 from segflow_pipeline.defs.reporting import preview
 from segflow_pipeline.reporting import forecast_chart
 from segflow_pipeline.reporting.charts import markdown_image

@@ -9,9 +9,9 @@ import dagster as dg
 import polars as pl
 
 from segflow_pipeline import config
+from segflow_pipeline.defs.checks import blocking_checks
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
 from segflow_pipeline.defs.keys import MRR_DAILY, MRR_DAILY_REPORTING
-from segflow_pipeline.defs.checks import blocking_checks
 from segflow_pipeline.defs.reporting import preview
 from segflow_pipeline.resources.warehouse import WarehouseResource
 from segflow_pipeline.transform import reporting_currency as rc

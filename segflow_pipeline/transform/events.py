@@ -15,8 +15,6 @@ from segflow_pipeline.transform.days import day_from, day_until
 from segflow_pipeline.transform.lifecycle import COUNTING_STATUSES
 
 SUBSCRIPTION_EVENT_PREFIX = "customer.subscription."
-
-
 _JSON_ITEMS = pl.List(
     pl.Struct(
         {"id": pl.Utf8, "price": pl.Struct({"id": pl.Utf8}), "plan": pl.Struct({"id": pl.Utf8}), "quantity": pl.Int64}

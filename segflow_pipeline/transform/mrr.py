@@ -67,10 +67,10 @@ def mrr_run(inputs: MrrInputs, options: MrrOptions, now: dt.datetime) -> MrrRun:
 
 def schema_failures(daily: pl.DataFrame, snapshots: pl.DataFrame) -> pl.DataFrame:
     """Every Pandera failure of the two tables a run writes and later runs trust: metrics.mrr_daily (keyed by
-    currency and date) and today's metrics.mrr_snapshots rows (keyed by subscription and date), `table` first."""
+    currency and date) and today's metrics.mrr_snapshots rows (keyed by subscription and date), with `table`."""
     return pl.concat([
         schemas.failure_cases(schemas.MrrDaily, daily, keys=("currency", "date"))
-        .select(pl.lit("metrics.mrr_daily").alias("table"), pl.all()),
+        .with_columns(pl.lit("metrics.mrr_daily").alias("table")),
         schemas.failure_cases(schemas.MrrSnapshots, snapshots, keys=("subscription", "date"))
-        .select(pl.lit("metrics.mrr_snapshots").alias("table"), pl.all()),
+        .with_columns(pl.lit("metrics.mrr_snapshots").alias("table")),
     ], how="diagonal_relaxed")

@@ -183,3 +183,16 @@ def test_nothing_is_read_at_import_the_integrations_file_is_read_when_definition
     build = subprocess.run([sys.executable, "-c", "from segflow_pipeline.runner import load_definitions\n"
                             "load_definitions()"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert build.returncode != 0 and "ConfigError" in build.stderr and "not valid YAML" in build.stderr
+
+
+def test_mrr_daily_shows_its_published_columns_before_any_run():
+    """The Columns tab of metrics/mrr_daily comes from the Pandera model its run validates against
+    (dagster-pandera), in the published order with each column's rules."""
+    graph = load_definitions().resolve_asset_graph()
+    schema = graph.get(dg.AssetKey(["metrics", "mrr_daily"])).metadata["dagster/column_schema"].schema
+    columns = {c.name: c for c in schema.columns}
+    assert list(columns) == ["integration", "date", "currency", "mrr", "arr", "active_subscriptions",
+                             "paying_customers", "new_mrr", "expansion_mrr", "reactivation_mrr", "contraction_mrr",
+                             "churned_mrr"]
+    assert columns["mrr"].type == "Decimal(precision=18, scale=2)" and not columns["mrr"].constraints.nullable
+    assert any("arr_is_12_times_mrr" in c for c in schema.constraints.other)

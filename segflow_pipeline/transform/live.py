@@ -3,14 +3,14 @@
 Belongs here: the value of every subscription *now* (the run's `as_of`), computed straight from the synced
 current objects — status and lifecycle dates, current items, prices with their tiers, coupons and discounts —
 by the definition (docs/mrr.md sections 2-4), and the comparison with the published series. Not here: anything
-about the past. This module deliberately shares no code with the history rebuild (`history.py`, the interval
-builder in `mrr.py`) or with the transform's pricing and discount arithmetic (`pricing.py`): it exists to catch
+about the past. This module deliberately shares no code with the history rebuild (`history.py`, `intervals.py`
+and the steps they call) or with the transform's pricing and discount arithmetic (`pricing.py`): it exists to catch
 their mistakes, so it computes the same numbers another way. It uses exact rational arithmetic
 (`fractions.Fraction`) per subscription instead of the transform's vectorized common-denominator integers; it
-runs once per refresh over the current objects (one value per subscription), which stays well under a second
-for 100k subscriptions (`benchmarks/bench_mrr.py`).
+runs once per refresh over the current objects, one value per subscription (its time is measured by
+`benchmarks/bench_mrr.py`).
 
-The only thing it takes from the transform is `mrr.unusable_rows`: rows the pipeline reports as unusable (an
+The only thing it takes from the transform is `unusable.unusable_rows`: rows the pipeline reports as unusable (an
 unknown status or currency, a price that cannot be read) are left out of both sides, so a bad row is reported
 once, as such, instead of also failing this check.
 """
@@ -30,6 +30,7 @@ import polars as pl
 
 from segflow_pipeline.config import MrrOptions
 from segflow_pipeline.transform import currency
+from segflow_pipeline.transform.unusable import unusable_rows  # the unusable-row rules only (module docstring)
 
 # Monthly factor of a billing interval (docs/mrr.md section 3), divided by interval_count.
 PER_MONTH: dict[str, Fraction] = {"month": Fraction(1), "year": Fraction(1, 12), "week": Fraction(52, 12),
@@ -173,7 +174,7 @@ def subscription_values(inputs: Any, unusable: pl.DataFrame, options: MrrOptions
                         as_of: dt.datetime | None = None) -> list[SubscriptionValue]:
     """The exact MRR at `as_of` of every subscription that counts then, from the current objects only.
 
-    `inputs` is an `mrr.MrrInputs` (raw `stripe.*` frames); `unusable` is `mrr.unusable_rows(inputs)`.
+    `inputs` is an `inputs.MrrInputs` (raw `stripe.*` frames); `unusable` is `unusable_rows(inputs)`.
     """
     now = _naive_utc(as_of or dt.datetime.now(dt.timezone.utc))
     bad = {(r[0], r[1], r[2]) for r in unusable.select("integration", "object_type", "object_id").iter_rows()}
@@ -278,9 +279,7 @@ def current_mrr_from(values: list[SubscriptionValue]) -> pl.DataFrame:
 
 def current_mrr(inputs: Any, options: MrrOptions = MrrOptions(), as_of: dt.datetime | None = None) -> pl.DataFrame:
     """Today's MRR per (integration, currency) computed from the current objects alone (LIVE_SCHEMA)."""
-    from segflow_pipeline.transform import mrr  # the unusable-row rules only; see the module docstring
-
-    return current_mrr_from(subscription_values(inputs, mrr.unusable_rows(inputs), options, as_of))
+    return current_mrr_from(subscription_values(inputs, unusable_rows(inputs), options, as_of))
 
 
 def mismatches(series_today: pl.DataFrame, series_subscriptions: pl.DataFrame,
@@ -332,11 +331,9 @@ def live_mrr_mismatches(frame: pl.DataFrame, intervals: pl.DataFrame, inputs: An
     """The `matches_live_subscriptions` predicate: today's rows of the published series (`frame`, built from
     `intervals`) against the current objects in `inputs`, valued here without the history rebuild. Offending
     rows (MISMATCH_SCHEMA) name each subscription valued differently; empty when today agrees to the cent."""
-    from segflow_pipeline.transform import mrr  # the unusable-row rules only; see the module docstring
-
     now = _naive_utc(as_of or dt.datetime.now(dt.timezone.utc))
     today = now.date()
-    unusable = mrr.unusable_rows(inputs) if unusable is None else unusable
+    unusable = unusable_rows(inputs) if unusable is None else unusable
     values = subscription_values(inputs, unusable, options, now)
     counting_today = intervals.filter(
         (pl.col("valid_from") <= today) & (pl.col("valid_to").is_null() | (pl.col("valid_to") > today)))

@@ -1,13 +1,13 @@
 """Exact money arithmetic on Polars columns: integers only, one half-up rounding.
 
 Belongs here: turning Stripe's minor-unit amounts (integers, or DECIMAL(38,12) for fractional minor units) into
-exact integers, reducing fractions, and rounding a non-negative exact value to 0.01 major units half-up
-(docs/mrr.md section 1). Not here: which amounts count (`pricing.py`, `mrr.py`).
+exact integers, greatest common divisors and least common multiples, and rounding a non-negative exact value to
+0.01 major units half-up (docs/mrr.md section 1). Not here: which amounts count (`pricing.py`, `intervals.py`).
 
 Why integers: normalizing to a month divides by 12 × interval_count (a weekly 10.00 is 43.333...), and a
 Polars Decimal division or product truncates to the column scale, while `Decimal.round` rounds half to even.
 Instead every value is an Int128 numerator over one run-wide denominator ("atoms per major unit", see
-`mrr.subscription_mrr_intervals`), so sums are exact and the only rounding is `half_up_cents`.
+`intervals.py`), so sums are exact and the only rounding is `half_up_cents`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from typing import Iterable
 import polars as pl
 
 PICO = 10**12  # Stripe's *_decimal amounts carry at most 12 fractional digits of the minor unit
-# Every numerator stays below this so that the rounding step (× 200) cannot overflow Int128.
-SAFE_BOUND = 2**120
 
 
 def pico_amount(decimal_col: str, integer_col: str) -> pl.Expr:

@@ -2,11 +2,11 @@
 
 Belongs here: reading `stripe.prices` / `stripe.price_tiers` / `stripe.coupons` into exact integer amounts per
 billing period and monthly factors, and saying which of those rows cannot be used and why. Not here: which
-item a subscription had on which day (`history.py`) or the daily series (`mrr.py`).
+item a subscription had on which day (`history.py`) or the discounts applied (`discounts.py`).
 
 Exactness: an item's monthly value is `amount × factor_num / factor_den` with
 `amount` an integer in 10^-digits minor units and `factor_num / factor_den` the month factor of section 3
-(month 12/(12n), year 1/(12n), week 52/(12n), day 365/(12n)); `mrr.py` brings every such fraction onto one
+(month 12/(12n), year 1/(12n), week 52/(12n), day 365/(12n)); `intervals.py` brings every such fraction onto one
 common denominator, so nothing is rounded here.
 """
 
@@ -20,10 +20,7 @@ from segflow_pipeline.transform import currency, money
 MONTH_NUMERATOR: dict[str, int] = {"month": 12, "year": 1, "week": 52, "day": 365}
 BILLING_SCHEMES = ("per_unit", "tiered")
 TIERS_MODES = ("volume", "graduated")
-USAGE_TYPES = ("licensed", "metered")
 COUPON_DURATIONS = ("forever", "once", "repeating")
-
-PRICE_PROBLEM = pl.Struct({"reason": pl.Utf8})
 
 
 def tier_table(price_tiers: pl.DataFrame) -> pl.DataFrame:

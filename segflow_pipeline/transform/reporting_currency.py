@@ -4,7 +4,7 @@ Belongs here: reading a rates table (as text columns) into exact rates, finding 
 rate, converting `metrics.mrr_daily` into `metrics.mrr_daily_reporting` and `marts.kpis_monthly` into
 `marts.kpis_monthly_reporting`, and the predicates that check them (offending rows; empty = fine). Not here: reading
 the rates file or the warehouse (the `defs` assets do), or the definitions of MRR and the KPIs themselves
-(`mrr.py`, `dbt_like_sql/marts/kpis_monthly.sql`).
+(`daily.py`, `dbt_like_sql/marts/kpis_monthly.sql`).
 
 The rules: a rate is units of the reporting currency per unit of a currency. A day uses the latest rate on or before
 it; a day of a currency without such a rate is an error naming the currency and the day, never a default. Each

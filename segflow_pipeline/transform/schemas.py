@@ -1,8 +1,9 @@
-"""Pandera DataFrameModels for the frames the MRR transform reads and writes, and `failure_cases()`.
+"""Pandera DataFrameModels for the tables the MRR transform writes, and `failure_cases()`.
 
-Belongs here: column types and value checks (the published tables of docs/tables.md and the input columns the
-transform relies on). Not here: the invariants that span rows over time (no gaps, movements reconcile); those
-are predicates in `mrr.py`.
+Belongs here: column types and value checks of metrics.mrr_daily (docs/tables.md) and metrics.mrr_snapshots, both
+validated before anything is written (`mrr.mrr_run`, the `matches_schema` check). Not here: the invariants that
+span rows over time (`invariants.py`), or rules for input rows: a bad input row is left out and reported
+(`unusable.py`), it does not stop the run.
 
 Validate collected DataFrames with `lazy=True` (what `failure_cases` does): a LazyFrame is only checked for its
 schema, not its values, and lazy validation reports every failure at once.
@@ -13,8 +14,6 @@ from __future__ import annotations
 import polars as pl
 import pandera.polars as pa
 
-from segflow_pipeline.transform import pricing
-from segflow_pipeline.transform.mrr import SUBSCRIPTION_STATUSES
 
 CURRENCY_CODE = r"^[a-z]{3}$"
 
@@ -65,7 +64,7 @@ class MrrDaily(pa.DataFrameModel):
 
 
 class MrrSnapshots(pa.DataFrameModel):
-    """metrics.mrr_snapshots (mrr.SNAPSHOT_SCHEMA): one row per (integration, date, subscription)."""
+    """metrics.mrr_snapshots (snapshots.SNAPSHOT_SCHEMA): one row per (integration, date, subscription)."""
 
     integration: str = pa.Field(nullable=False)
     date: pl.Date = pa.Field(nullable=False)
@@ -79,61 +78,6 @@ class MrrSnapshots(pa.DataFrameModel):
     class Config:
         strict = True
         unique = ["integration", "date", "subscription"]
-
-
-class Subscriptions(pa.DataFrameModel):
-    """The stripe.subscriptions columns the transform reads."""
-
-    integration: str = pa.Field(nullable=False)
-    id: str = pa.Field(nullable=False)
-    customer: str = pa.Field(nullable=False)
-    status: str = pa.Field(nullable=False, isin=list(SUBSCRIPTION_STATUSES))
-    currency: str = pa.Field(nullable=False, str_matches=CURRENCY_CODE)
-    start_date: pl.Datetime = pa.Field(nullable=True)
-    trial_end: pl.Datetime = pa.Field(nullable=True)
-    cancel_at: pl.Datetime = pa.Field(nullable=True)
-    cancel_at_period_end: bool = pa.Field(nullable=True)
-    canceled_at: pl.Datetime = pa.Field(nullable=True)
-    ended_at: pl.Datetime = pa.Field(nullable=True)
-
-    class Config:
-        strict = False
-        unique = ["integration", "id"]
-
-
-class SubscriptionItems(pa.DataFrameModel):
-    """The stripe.subscription_items columns the transform reads; metered items may have no quantity."""
-
-    integration: str = pa.Field(nullable=False)
-    id: str = pa.Field(nullable=False)
-    subscription: str = pa.Field(nullable=False)
-    price: str = pa.Field(nullable=False)
-    quantity: pl.Int64 = pa.Field(nullable=True, ge=0)
-
-    class Config:
-        strict = False
-        unique = ["integration", "id"]
-
-
-class Prices(pa.DataFrameModel):
-    """The stripe.prices columns the transform reads; a null interval is a one-time price."""
-
-    integration: str = pa.Field(nullable=False)
-    id: str = pa.Field(nullable=False)
-    currency: str = pa.Field(nullable=False, str_matches=CURRENCY_CODE)
-    billing_scheme: str = pa.Field(nullable=True, isin=list(pricing.BILLING_SCHEMES))
-    tiers_mode: str = pa.Field(nullable=True, isin=list(pricing.TIERS_MODES))
-    unit_amount: pl.Int64 = pa.Field(nullable=True, ge=0)
-    unit_amount_decimal: pl.Decimal(38, 12) = pa.Field(nullable=True, ge=0)
-    recurring_interval: str = pa.Field(nullable=True, isin=list(pricing.MONTH_NUMERATOR))
-    recurring_interval_count: pl.Int64 = pa.Field(nullable=True, ge=1)
-    recurring_usage_type: str = pa.Field(nullable=True, isin=list(pricing.USAGE_TYPES))
-    transform_quantity_divide_by: pl.Int64 = pa.Field(nullable=True, ge=1)
-    transform_quantity_round: str = pa.Field(nullable=True, isin=["up", "down"])
-
-    class Config:
-        strict = False
-        unique = ["integration", "id"]
 
 
 def failure_cases(model: type[pa.DataFrameModel], frame: pl.DataFrame, keys: tuple[str, ...] = ()) -> pl.DataFrame:

@@ -130,7 +130,8 @@ def test_a_failing_check_ends_in_one_summary_and_changes_nothing_published(demo)
     mrr = blocks["metrics/mrr_daily · matches_schema"]
     assert "amounts that fit the contract's DECIMAL(18,2)" in " ".join(mrr.split())  # the check's description
     rows = re.findall(r"^      - .*$", mrr, re.M)
-    assert len(rows) == 3 and "4 row(s) break it; the first 3:" in mrr
+    # 4 cells of metrics.mrr_daily, then the subscription's own row of today's metrics.mrr_snapshots (its mrr null)
+    assert len(rows) == 3 and "5 row(s) break it; the first 3:" in mrr
     assert all(re.search(r"currency=usd, date=2025-\d\d-\d\d, .*check=not_nullable", r) for r in rows), rows
     assert "What to do: Look the rows' subscriptions" in mrr
     product = blocks["marts/mrr_by_product · not_null"]

@@ -9,7 +9,8 @@ import pytest
 
 from segflow_pipeline.defs.integrations import INTEGRATIONS
 from segflow_pipeline.defs.marts.assets import MART_ASSETS, MART_KEYS, MODELS, UPSTREAM
-from segflow_pipeline.defs.marts.report import MRR_BRIDGE_MONTHLY, MRR_REPORT, mrr_report
+from segflow_pipeline.defs.keys import MRR_BRIDGE_MONTHLY
+from segflow_pipeline.defs.marts.report import MRR_REPORT, mrr_report
 from segflow_pipeline.defs.marts.reporting_currency import kpis_monthly_reporting
 from segflow_pipeline.defs.metrics.reporting_currency import mrr_daily_reporting
 from segflow_pipeline.runner import failure_messages

@@ -22,7 +22,6 @@ import pytest
 import stripe
 
 from segflow_pipeline.config import SANDBOX_FX_RATES, MrrOptions
-from segflow_pipeline.defs.metrics.assets import INPUT_TABLES
 from segflow_pipeline.resources.raw_sync import sync_account
 from segflow_pipeline.runner import load_definitions
 from stripe_sandbox.account import build_account
@@ -33,6 +32,7 @@ from segflow_pipeline.transform import reporting_currency as rc
 from segflow_pipeline.warehouse import raw
 from segflow_pipeline.warehouse import sql_models as sm
 from segflow_pipeline.warehouse import tables as wh
+from segflow_pipeline.warehouse.mrr_tables import read_mrr_inputs
 from segflow_pipeline_tests import kpi_oracle as oracle
 from segflow_pipeline_tests.support.accounts import ACME_KEY
 
@@ -62,9 +62,7 @@ def build_at(url: str, as_of: dt.datetime, path: Path) -> duckdb.DuckDBPyConnect
     raw.ensure_tables(con)
     sync_account(StripeReader(ACME_KEY, api_base=url), con, integration=NAME, mode="full")
     naive = as_of.replace(tzinfo=None)
-    frames = {t: wh.read_table(con, "stripe", t, NAME) for t in INPUT_TABLES}
-    intervals = mrr.subscription_mrr_intervals(mrr.MrrInputs(**frames, snapshots=pl.DataFrame(
-        schema=mrr.SNAPSHOT_SCHEMA)), options=MrrOptions(), as_of=naive)
+    intervals = mrr.subscription_mrr_intervals(read_mrr_inputs(con, NAME), options=MrrOptions(), as_of=naive)
     daily = mrr.daily_mrr(intervals, today=naive.date())
     assert mrr.movement_breaks(daily).height == 0 and mrr.gap_rows(daily, naive.date()).height == 0
     wh.replace_rows(con, "metrics", "mrr_daily", daily, NAME)

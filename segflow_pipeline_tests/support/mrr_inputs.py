@@ -1,4 +1,4 @@
-"""A small builder for hand-made Stripe input frames (columns per stripe_api/tables.py) with sensible defaults,
+"""A small builder for hand-made Stripe input frames (columns per segflow_pipeline/raw_tables.py) with sensible defaults,
 so each MRR test states only what its scenario is about, and the clock those tests run at."""
 
 from __future__ import annotations

@@ -13,11 +13,12 @@ one does not (a model that was removed or renamed) is dropped when a mart is wri
 import dagster as dg
 import polars as pl
 
+from segflow_pipeline.defs.checks import blocking_checks
 from segflow_pipeline.defs.clock import run_as_of
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
-from segflow_pipeline.defs.marts.bets import BET_IMPACT
+from segflow_pipeline.defs.keys import BET_IMPACT, CUSTOMER_MOVEMENTS, MRR_DAILY
 from segflow_pipeline.defs.marts.reporting_currency import KPIS_MONTHLY_REPORTING
-from segflow_pipeline.defs.reporting import failure_metadata, preview
+from segflow_pipeline.defs.reporting import preview
 from segflow_pipeline.raw_tables import TABLES
 from segflow_pipeline.resources.warehouse import WarehouseResource
 from segflow_pipeline.warehouse import sql_models
@@ -26,8 +27,8 @@ from segflow_pipeline.warehouse.sql_models import SqlModel, TableRef
 
 # Asset key = where the table lives (STYLE.md), so upstream tables map to their assets' keys directly.
 UPSTREAM: dict[TableRef, dg.AssetKey] = {
-    TableRef("metrics", "mrr_daily"): dg.AssetKey(["metrics", "mrr_daily"]),
-    TableRef("metrics", "mrr_customer_movements"): dg.AssetKey(["metrics", "mrr_customer_movements"]),
+    TableRef("metrics", "mrr_daily"): MRR_DAILY,
+    TableRef("metrics", "mrr_customer_movements"): CUSTOMER_MOVEMENTS,
     **{TableRef("stripe", table): dg.AssetKey(["stripe", table]) for table in TABLES},
 }
 
@@ -56,15 +57,7 @@ def mart_asset(model: SqlModel, upstream: dict[TableRef, dg.AssetKey]) -> dg.Ass
                 failures = sql_models.test_failures(con, model, rows, integration.name, as_of)
             except sql_models.ModelError as exc:
                 raise dg.Failure(str(exc)) from exc
-            results = [dg.AssetCheckResult(check_name=name, passed=bad.height == 0,
-                                           metadata=failure_metadata(bad) if bad.height else {"failing_rows": 0})
-                       for name, bad in failures.items()]
-            failed = [name for name, bad in failures.items() if bad.height]
-            if failed:
-                yield from results
-                raise dg.Failure(
-                    f"{model.schema}.{model.name} for '{integration.name}' fails {', '.join(failed)}; nothing was "
-                    "written and the published table is unchanged. See the check results for the offending rows.")
+            results = yield from blocking_checks(failures, f"{model.schema}.{model.name} for '{integration.name}'")
             frame = pl.from_arrow(rows)
             wh.replace_rows(con, model.schema, model.name, frame, integration.name)
             for retired in wh.tables_except(con, model.schema, MART_TABLES):

@@ -9,13 +9,12 @@ import polars as pl
 
 from segflow_pipeline import bets, config
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
+from segflow_pipeline.defs.keys import BET_IMPACT, MRR_DAILY
 from segflow_pipeline.defs.reporting import preview
 from segflow_pipeline.resources.warehouse import WarehouseResource
 from segflow_pipeline.transform import bet_impact as impact
 from segflow_pipeline.warehouse import tables as wh
 
-BET_IMPACT = dg.AssetKey(["marts", "bet_impact"])
-MRR_DAILY = dg.AssetKey(["metrics", "mrr_daily"])
 MRR_DRIVERS_DAILY = dg.AssetKey(["marts", "mrr_drivers_daily"])
 
 DESCRIPTION = ("Per bet (bets file), the MRR of its segment after the start against the forecast made from the data "

@@ -9,14 +9,14 @@ when it fails, the publish step does not run and readers keep the last good file
 
 import dagster as dg
 
+from segflow_pipeline.defs.checks import check_result
 from segflow_pipeline.defs.integrations import BY_NAME, INTEGRATIONS, PARTITIONS
-from segflow_pipeline.defs.reporting import failure_metadata
+from segflow_pipeline.defs.keys import MRR_BRIDGE_MONTHLY
 from segflow_pipeline.resources.warehouse import WarehouseResource
 from segflow_pipeline.transform import drivers
 from segflow_pipeline.warehouse import tables as wh
 
 MRR_DRIVERS_MONTHLY = dg.AssetKey(["marts", "mrr_drivers_monthly"])
-MRR_BRIDGE_MONTHLY = dg.AssetKey(["marts", "mrr_bridge_monthly"])
 
 
 @dg.asset_check(asset=MRR_DRIVERS_MONTHLY, blocking=True, additional_deps=[MRR_BRIDGE_MONTHLY],
@@ -29,6 +29,4 @@ def sums_to_bridge(context: dg.AssetCheckExecutionContext, duckdb: WarehouseReso
         split = wh.read_table(con, "marts", "mrr_drivers_monthly", integration.name)
         bridge = wh.read_table(con, "marts", "mrr_bridge_monthly", integration.name)
     bad = drivers.bridge_breaks(split, bridge)
-    return dg.AssetCheckResult(passed=bad.height == 0,
-                               metadata=failure_metadata(bad) if bad.height else {"failing_rows": 0,
-                                                                                   "months": bridge.height})
+    return check_result(bad, metadata={"months": bridge.height})

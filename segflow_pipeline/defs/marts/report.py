@@ -19,8 +19,8 @@ import dagster as dg
 
 from segflow_pipeline.defs.clock import run_as_of
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
+from segflow_pipeline.defs.keys import MRR_BRIDGE_MONTHLY, MRR_DAILY, MRR_DAILY_REPORTING
 from segflow_pipeline.defs.marts.reporting_currency import KPIS_MONTHLY, KPIS_MONTHLY_REPORTING
-from segflow_pipeline.defs.metrics.reporting_currency import MRR_DAILY_REPORTING
 from segflow_pipeline.defs.metrics import forecast as forecast_section
 from segflow_pipeline.defs.publish.assets import PUBLISHED
 from segflow_pipeline.reporting import charts
@@ -30,8 +30,6 @@ from segflow_pipeline.warehouse import files as wh_files
 from segflow_pipeline.warehouse import tables as wh
 
 MRR_REPORT = dg.AssetKey(["marts", "mrr_report"])
-MRR_DAILY = dg.AssetKey(["metrics", "mrr_daily"])
-MRR_BRIDGE_MONTHLY = dg.AssetKey(["marts", "mrr_bridge_monthly"])
 COHORT_RETENTION = dg.AssetKey(["marts", "cohort_retention"])
 
 

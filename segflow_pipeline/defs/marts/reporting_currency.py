@@ -8,8 +8,9 @@ SEGFLOW_FX_RATES; without that setting nothing is computed and the table is abse
 import dagster as dg
 
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
-from segflow_pipeline.defs.metrics.reporting_currency import (MRR_DAILY_REPORTING, absent_without_rates,
-                                                              check_results, read_rates, reporting_settings)
+from segflow_pipeline.defs.checks import blocking_checks
+from segflow_pipeline.defs.keys import MRR_DAILY_REPORTING
+from segflow_pipeline.defs.metrics.reporting_currency import absent_without_rates, read_rates, reporting_settings
 from segflow_pipeline.defs.reporting import preview
 from segflow_pipeline.resources.warehouse import WarehouseResource
 from segflow_pipeline.transform import reporting_currency as rc
@@ -42,11 +43,7 @@ def kpis_monthly_reporting(context: dg.AssetExecutionContext, duckdb: WarehouseR
         frame = rc.kpis_reporting(kpis, daily, rates, settings.currency)
         failures = {"agrees_with_kpis_monthly": rc.conversion_mismatches(frame, kpis, rates, settings.currency),
                     "rates_in_range": rc.kpi_range_breaks(frame)}
-        results, failed = check_results(failures)
-        if failed:
-            yield from results
-            raise dg.Failure(f"marts.kpis_monthly_reporting for '{integration.name}' fails {', '.join(failed)}; "
-                             "nothing was written and the published table is unchanged.")
+        results = yield from blocking_checks(failures, f"marts.kpis_monthly_reporting for '{integration.name}'")
         wh.replace_rows(con, "marts", "kpis_monthly_reporting", frame, integration.name)
     yield dg.MaterializeResult(
         metadata={"dagster/row_count": frame.height, "reporting_currency": settings.currency,

@@ -14,17 +14,16 @@ import duckdb
 import polars as pl
 
 from segflow_pipeline import bets, config
+from segflow_pipeline.defs.checks import blocking_checks
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
-from segflow_pipeline.defs.reporting import failure_metadata, preview
+from segflow_pipeline.defs.keys import BET_IMPACT, MRR_DAILY, MRR_DAILY_REPORTING
+from segflow_pipeline.defs.reporting import preview
 from segflow_pipeline.reporting import forecast_chart
 from segflow_pipeline.reporting.charts import markdown_image
 from segflow_pipeline.resources.warehouse import WarehouseResource
 from segflow_pipeline.transform import forecast
 from segflow_pipeline.warehouse import tables as wh
 
-MRR_DAILY = dg.AssetKey(["metrics", "mrr_daily"])
-# Written by the reporting-currency asset when SEGFLOW_REPORTING_CURRENCY is set; read only if the table exists.
-MRR_DAILY_REPORTING = dg.AssetKey(["metrics", "mrr_daily_reporting"])
 MRR_FORECAST = dg.AssetKey(["metrics", "mrr_forecast"])
 MRR_FORECAST_ACCURACY = dg.AssetKey(["metrics", "mrr_forecast_accuracy"])
 MRR_FORECAST_STATUS = dg.AssetKey(["metrics", "mrr_forecast_status"])
@@ -111,14 +110,8 @@ def mrr_forecast(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
             "ninety_days_per_series": forecast.horizon_breaks(frame, history),
             "short_history_stated": forecast.short_history_breaks(frame, status, history),
         }
-        verdicts = [dg.AssetCheckResult(asset_key=MRR_FORECAST, check_name=name, passed=bad.height == 0,
-                                        metadata=failure_metadata(bad) if bad.height else {"failing_rows": 0})
-                    for name, bad in failures.items()]
-        failed = [name for name, bad in failures.items() if bad.height]
-        if failed:
-            yield from verdicts
-            raise dg.Failure(f"metrics.mrr_forecast for '{integration.name}' fails {', '.join(failed)}; nothing was "
-                             "written and the published tables are unchanged. See the check results.")
+        verdicts = yield from blocking_checks(failures, f"metrics.mrr_forecast for '{integration.name}'",
+                                              asset_key=MRR_FORECAST, unchanged="the published tables are unchanged")
         wh.replace_rows(con, "metrics", "mrr_forecast", frame, integration.name)
         wh.replace_rows(con, "metrics", "mrr_forecast_accuracy", accuracy, integration.name)
         wh.replace_rows(con, "metrics", "mrr_forecast_status", status, integration.name)
@@ -197,7 +190,7 @@ def _concat(frames: list[pl.DataFrame], schema: dict | None) -> pl.DataFrame:
 
 # --- the forecast section of marts/mrr_report ---------------------------------------------------------------------
 
-REPORT_DEPS = [*FORECAST_KEYS, dg.AssetKey(["marts", "bet_impact"])]
+REPORT_DEPS = [*FORECAST_KEYS, BET_IMPACT]
 
 
 def report_tables(con: duckdb.DuckDBPyConnection, integration: str) -> dict[str, pl.DataFrame] | None:

@@ -9,14 +9,14 @@ import dagster as dg
 import polars as pl
 
 from segflow_pipeline import config
+from segflow_pipeline.defs.checks import blocking_checks
 from segflow_pipeline.defs.integrations import PARTITIONS, integration_of
-from segflow_pipeline.defs.metrics.assets import MRR_DAILY
-from segflow_pipeline.defs.reporting import failure_metadata, preview
+from segflow_pipeline.defs.keys import MRR_DAILY, MRR_DAILY_REPORTING
+from segflow_pipeline.defs.reporting import preview
 from segflow_pipeline.resources.warehouse import WarehouseResource
 from segflow_pipeline.transform import reporting_currency as rc
 from segflow_pipeline.warehouse import tables as wh
 
-MRR_DAILY_REPORTING = dg.AssetKey(["metrics", "mrr_daily_reporting"])
 CHECKS = {
     "rates_cover_every_day": "Every day of every currency of metrics.mrr_daily has a rate on or before it "
                              "(failures name the currency and its first day without one).",
@@ -57,14 +57,6 @@ def absent_without_rates(con, schema: str, table: str, asset_key: dg.AssetKey,
                                 check_results=not_evaluated(asset_key, checks))
 
 
-def check_results(failures: dict[str, pl.DataFrame]) -> tuple[list[dg.AssetCheckResult], list[str]]:
-    """One result per check from its offending rows, and the names of those that failed."""
-    results = [dg.AssetCheckResult(check_name=name, passed=bad.height == 0,
-                                   metadata=failure_metadata(bad) if bad.height else {"failing_rows": 0})
-               for name, bad in failures.items()]
-    return results, [name for name, bad in failures.items() if bad.height]
-
-
 @dg.asset(key=MRR_DAILY_REPORTING, group_name="metrics", kinds={"polars", "duckdb"}, deps=[MRR_DAILY],
           partitions_def=PARTITIONS, description=rc.DAILY_REPORTING_DESCRIPTION,
           check_specs=[dg.AssetCheckSpec(name, asset=MRR_DAILY_REPORTING, blocking=True, description=text)
@@ -83,13 +75,9 @@ def mrr_daily_reporting(context: dg.AssetExecutionContext, duckdb: WarehouseReso
         failures = {"rates_cover_every_day": missing}  # without every rate there is nothing to count days of
         if frame is not None:
             failures["one_row_per_day"] = rc.reporting_gaps(frame, daily)
-        results, failed = check_results(failures)
-        if failed:
-            yield from results
-            reason = (rc.missing_rates_message(missing, settings.currency) if missing.height
-                      else f"fails {', '.join(failed)}")
-            raise dg.Failure(f"metrics.mrr_daily_reporting for '{integration.name}': {reason}; nothing was written "
-                             "and the published table is unchanged.")
+        results = yield from blocking_checks(
+            failures, f"metrics.mrr_daily_reporting for '{integration.name}':",
+            reason=rc.missing_rates_message(missing, settings.currency) if missing.height else None)
         wh.replace_rows(con, "metrics", "mrr_daily_reporting", frame, integration.name)
     latest = frame.filter(pl.col("date") == pl.col("date").max())
     yield dg.MaterializeResult(

@@ -9,14 +9,12 @@ import dagster as dg
 
 from segflow_pipeline.config import Integration, workspaces
 from segflow_pipeline.defs.integrations import BY_NAME, INTEGRATIONS, PARTITIONS
+from segflow_pipeline.defs.keys import BET_IMPACT, CUSTOMER_MOVEMENTS, MRR_DAILY, MRR_DAILY_REPORTING
 from segflow_pipeline.defs.marts import bets
 from segflow_pipeline.defs.marts.assets import MART_KEYS, MODELS
-from segflow_pipeline.defs.marts.bets import BET_IMPACT
 from segflow_pipeline.defs.marts.reporting_currency import KPIS_MONTHLY_REPORTING
 from segflow_pipeline.defs.metrics import forecast
-from segflow_pipeline.defs.metrics.assets import CUSTOMER_MOVEMENTS, MRR_DAILY
 from segflow_pipeline.defs.metrics.forecast import FORECAST_KEYS
-from segflow_pipeline.defs.metrics.reporting_currency import MRR_DAILY_REPORTING
 from segflow_pipeline.resources.warehouse import WarehouseResource
 from segflow_pipeline.stripe_api.keys import redact
 from segflow_pipeline.transform import reporting_currency as rc

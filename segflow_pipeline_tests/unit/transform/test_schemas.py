@@ -51,25 +51,6 @@ def test_snapshot_rows_match_their_schema(account: Account) -> None:
     assert schemas.failure_cases(schemas.MrrSnapshots, snap).height == 0
 
 
-def test_input_models_reject_impossible_rows(account: Account) -> None:
-    account.price(id="price_ok", unit_amount=100)
-    account.price(id="price_neg", unit_amount=-5, interval="fortnight")
-    account.subscription([("price_ok", -1)], status="exploded")
-    prices = schemas.failure_cases(schemas.Prices, account.frame("prices"))
-    assert set(prices.get_column("check").to_list()) >= {"greater_than_or_equal_to(0)", "isin(['month', 'year', 'week', 'day'])"}
-    subs = schemas.failure_cases(schemas.Subscriptions, account.frame("subscriptions"))
-    assert subs.get_column("failure_case").to_list() == ["exploded"]
-    items = schemas.failure_cases(schemas.SubscriptionItems, account.frame("subscription_items"))
-    assert items.get_column("failure_case").to_list() == ["-1"]
-
-
-def test_valid_inputs_pass(account: Account) -> None:
-    account.subscription([(account.price(unit_amount=100), 1)])
-    for model, table in ((schemas.Prices, "prices"), (schemas.Subscriptions, "subscriptions"),
-                         (schemas.SubscriptionItems, "subscription_items")):
-        assert schemas.failure_cases(model, account.frame(table)).height == 0, table
-
-
 def test_failure_cases_name_the_rows_that_failed(frame: pl.DataFrame) -> None:
     bad = frame.with_columns(
         pl.when(pl.col("date") == dt.date(2024, 6, 12)).then(pl.lit(Decimal("-1.00")))
@@ -79,3 +60,17 @@ def test_failure_cases_name_the_rows_that_failed(frame: pl.DataFrame) -> None:
     negative = cases.filter(pl.col("column") == "mrr")
     assert negative.select("currency", "date", "failure_case").rows() == [("usd", dt.date(2024, 6, 12), "-1.00")]
     assert schemas.failure_cases(schemas.MrrDaily, frame, keys=("currency", "date")).height == 0
+
+
+def test_a_run_validates_its_snapshot_rows_too(account: Account) -> None:
+    """`matches_schema` covers the snapshot rows later runs trust: a duplicated subscription row and a zero
+    denominator are reported under metrics.mrr_snapshots, keyed by subscription, while the daily frame passes."""
+    account.subscription([(account.price(unit_amount=1000), 1)], id="sub_a")
+    intervals = mrr.subscription_mrr_intervals(account.inputs(), as_of=AS_OF)
+    daily, snap = mrr.daily_mrr(intervals, AS_OF.date()), mrr.snapshot_rows(intervals, AS_OF.date())
+    assert mrr.schema_failures(daily, snap).height == 0
+    bad = pl.concat([snap, snap.with_columns(pl.lit(0, pl.Decimal(38, 0)).alias("mrr_den"))])
+    cases = mrr.schema_failures(daily, bad)
+    assert set(cases.get_column("table")) == {"metrics.mrr_snapshots"}
+    assert {"multiple_fields_uniqueness", "greater_than(0)"} <= set(cases.get_column("check"))
+    assert set(cases.get_column("subscription").drop_nulls()) == {"sub_a"}

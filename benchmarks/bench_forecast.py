@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bench_mrr  # noqa: E402
 
 from segflow_pipeline.transform import forecast as fc  # noqa: E402
+from segflow_pipeline.transform import forecast_accuracy as fa  # noqa: E402
 from segflow_pipeline.transform import mrr  # noqa: E402
 from segflow_pipeline.transform.money import cents_to_decimal  # noqa: E402
 
@@ -139,9 +140,9 @@ def main() -> None:
     daily, _ = timed("MRR transform (for the input, not the forecast)", lambda: mrr.daily_mrr(
         mrr.subscription_mrr_intervals(inputs, as_of=bench_mrr.AS_OF), today=bench_mrr.TODAY))
     result, t_forecast = timed("forecast, 90 days, flows_rates", lambda: fc.mrr_forecast(daily))
-    accuracy, t_backtest = timed("backtest, 12 monthly origins x 4 methods", lambda: fc.forecast_accuracy(daily))
+    accuracy, t_backtest = timed("backtest, 12 monthly origins x 4 methods", lambda: fa.forecast_accuracy(daily))
     for method in fc.METHODS:
-        _, seconds = timed(f"  of which {method}", lambda m=method: fc.forecast_accuracy(daily, methods=(m,)))
+        _, seconds = timed(f"  of which {method}", lambda m=method: fa.forecast_accuracy(daily, methods=(m,)))
     print(f"  rows: {result.forecast.height} forecast, {accuracy.height} accuracy; forecast + backtest "
           f"{t_forecast + t_backtest:.2f} s")
     print_accuracy(accuracy)
@@ -158,13 +159,13 @@ def main() -> None:
           f"; horizon breaks: {fc.horizon_breaks(result.forecast, frame).height}")
     fast = (fc.FLOWS_RATES, fc.NAIVE, fc.LINEAR_TREND)
     accuracy, t_backtest = timed("backtest, 12 monthly origins x flows_rates, naive, linear_trend",
-                                 lambda: fc.forecast_accuracy(frame, methods=fast))
+                                 lambda: fa.forecast_accuracy(frame, methods=fast))
     print(f"  forecast + backtest (all series, three methods): {t_forecast + t_backtest:.2f} s")
     summarize(accuracy, f"accuracy over the {args.series} series")
     names = sorted(lengths.filter(pl.col("len") >= 150)["currency"].to_list())[: args.ets_series]
     sample = frame.filter(pl.col("currency").is_in(names))
     sampled, t_ets = timed(f"backtest of all 4 methods on {len(names)} series (with statsmodels ETS)",
-                           lambda: fc.forecast_accuracy(sample))
+                           lambda: fa.forecast_accuracy(sample))
     if names:
         print(f"  ETS and the rest: {t_ets / len(names) * 1000:.0f} ms a series; all {args.series} series would take "
               f"about {t_ets / len(names) * args.series:.0f} s")

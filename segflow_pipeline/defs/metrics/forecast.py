@@ -22,6 +22,7 @@ from segflow_pipeline.reporting import forecast_chart
 from segflow_pipeline.reporting.charts import markdown_image
 from segflow_pipeline.resources.warehouse import WarehouseResource
 from segflow_pipeline.transform import forecast
+from segflow_pipeline.transform import forecast_accuracy as accuracy_of
 from segflow_pipeline.warehouse import tables as wh
 
 MRR_FORECAST = dg.AssetKey(["metrics", "mrr_forecast"])
@@ -103,7 +104,7 @@ def mrr_forecast(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
         results = [forecast.mrr_forecast(h) for h in histories]
         frame = _concat([r.forecast for r in results], forecast.FORECAST_SCHEMA)
         status = _concat([r.status for r in results], forecast.STATUS_SCHEMA)
-        accuracy = _concat([forecast.forecast_accuracy(h) for h in histories], forecast.ACCURACY_SCHEMA)
+        accuracy = _concat([accuracy_of.forecast_accuracy(h) for h in histories], forecast.ACCURACY_SCHEMA)
         history = _concat([h.select(*forecast.SERIES_KEYS, "date", "mrr") for h in histories], None)
         failures = {
             "intervals_ordered": forecast.interval_order_breaks(frame),

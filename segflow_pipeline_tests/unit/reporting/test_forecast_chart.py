@@ -9,6 +9,7 @@ import polars as pl
 
 from segflow_pipeline.reporting import forecast_chart
 from segflow_pipeline.transform import forecast as fc
+from segflow_pipeline.transform import forecast_accuracy as fa
 from segflow_pipeline_tests.unit.transform.test_forecast import daily
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -17,7 +18,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def test_chart_and_section_for_a_forecast_and_a_short_series() -> None:
     history = pl.concat([daily({"new_mrr": [1000] * 200}), daily({"new_mrr": [500] * 20}, currency="eur")])
     result = fc.mrr_forecast(history)
-    accuracy = fc.forecast_accuracy(history)
+    accuracy = fa.forecast_accuracy(history)
     bets = [("launch", dt.date(2025, 5, 1)), ("far-away", dt.date(2020, 1, 1))]
     image = forecast_chart.forecast_chart(history, result.forecast, bets, result.status)
     assert image.startswith(PNG) and len(image) > 10_000

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from segflow_pipeline.transform import forecast as fc
+from segflow_pipeline.transform import forecast_accuracy as fa
 
 D = Decimal
 START = dt.date(2025, 1, 1)
@@ -172,13 +173,13 @@ def test_gaps_inside_a_series_repeat_the_last_value() -> None:
     (dt.date(2025, 1, 31), dt.date(2024, 12, 31), dt.date(2024, 1, 31)),
 ], ids=["feb_29", "just_after_feb_29", "year_end", "new_year", "month_end"])
 def test_origins_are_the_month_ends_of_the_last_12_months(last, expected_first, expected_last) -> None:
-    origins = fc.backtest_origins(dt.date(2020, 1, 1), last)
+    origins = fa.backtest_origins(dt.date(2020, 1, 1), last)
     assert len(origins) == 12 and origins[0] == expected_first and origins[-1] == expected_last
     assert all((o + dt.timedelta(days=1)).day == 1 for o in origins)
 
 
 def test_origins_need_60_days_of_history_before_them() -> None:
-    origins = fc.backtest_origins(dt.date(2024, 11, 2), dt.date(2025, 3, 10))
+    origins = fa.backtest_origins(dt.date(2024, 11, 2), dt.date(2025, 3, 10))
     # Nov 30 has 29 days behind it, Dec 31 60 (Nov 2 .. Dec 31), Jan 31 and Feb 28 more
     assert origins == [dt.date(2025, 2, 28), dt.date(2025, 1, 31), dt.date(2024, 12, 31)]
 
@@ -187,7 +188,7 @@ def test_backtest_arithmetic_on_a_straight_line() -> None:
     # +10.00 every day from 1,000.00 on 2025-01-01 to 2025-06-30: known MAPE for naive, 0 for flows_rates.
     n = (dt.date(2025, 6, 30) - START).days + 1
     frame = daily({"new_mrr": [1000] * n}, opening_cents=99_000)
-    accuracy = fc.forecast_accuracy(frame, methods=(fc.FLOWS_RATES, fc.NAIVE))
+    accuracy = fa.forecast_accuracy(frame, methods=(fc.FLOWS_RATES, fc.NAIVE))
     rows = {(r["method"], r["horizon_days"]): r for r in accuracy.iter_rows(named=True)}
     # origins with 60 days behind them and h days after: Mar 31, Apr 30, May 31 (h=30); Mar 31, Apr 30 (h=60);
     # Mar 31 (h=90). Feb 28 has 59 days behind it.
@@ -207,11 +208,11 @@ def test_backtest_arithmetic_on_a_straight_line() -> None:
 
 def test_accuracy_note_says_when_the_method_does_not_beat_naive() -> None:
     key = ("acme", "currency", "usd")
-    outcomes = fc.outcome_frame([
-        fc.Outcome("flows_rates", dt.date(2025, 1, 31), 30, 100.0, 110.0, 105.0, 115.0, 100.0, 120.0),
-        fc.Outcome("naive", dt.date(2025, 1, 31), 30, 100.0, 98.0, 97.0, 99.0, 96.0, 100.0),
+    outcomes = fa.outcome_frame([
+        fa.Outcome("flows_rates", dt.date(2025, 1, 31), 30, 100.0, 110.0, 105.0, 115.0, 100.0, 120.0),
+        fa.Outcome("naive", dt.date(2025, 1, 31), 30, 100.0, 98.0, 97.0, 99.0, 96.0, 100.0),
     ])
-    rows = fc.accuracy_rows(key, outcomes, methods=("flows_rates", "naive"), horizons=(30, 60))
+    rows = fa.accuracy_rows(key, outcomes, methods=("flows_rates", "naive"), horizons=(30, 60))
     first = rows.filter((pl.col("method") == "flows_rates") & (pl.col("horizon_days") == 30)).row(0, named=True)
     assert first["mape"] == pytest.approx(0.1) and first["naive_mape"] == pytest.approx(0.02)
     assert first["beats_naive"] is False and first["coverage_80"] == 0.0 and first["coverage_95"] == 1.0
@@ -237,7 +238,7 @@ def test_baselines_give_ordered_bands_and_ets_fits_a_noisy_trend() -> None:
 def test_ets_gives_up_on_a_constant_series() -> None:
     (s,) = fc.series_list(daily({"new_mrr": [0] * 100}, opening_cents=100_000))
     assert fc.predict(s, 99, 90, fc.ETS) is None
-    accuracy = fc.forecast_accuracy(daily({"new_mrr": [0] * 200}, opening_cents=100_000))
+    accuracy = fa.forecast_accuracy(daily({"new_mrr": [0] * 200}, opening_cents=100_000))
     ets = accuracy.filter(pl.col("method") == fc.ETS)
     assert ets["origins"].to_list() == [0, 0, 0]
 

@@ -33,6 +33,7 @@ import duckdb
 import pyarrow as pa
 
 from segflow_pipeline.raw_tables import DELETABLE, FETCH_BITS, FETCHED, PRIMARY_KEYS, TABLES, SyncState
+from segflow_pipeline.warehouse.transactions import transaction
 
 SCHEMA = "stripe"
 STAGED_PREFIX = "_staged_"
@@ -192,8 +193,7 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
 
     Idempotent; columns added to `raw_tables.py` later are added to existing tables.
     """
-    con.execute("begin transaction")
-    try:
+    with transaction(con):
         con.execute(f"drop schema if exists {OLD_STAGING_SCHEMA} cascade")
         con.execute(f"create schema if not exists {SCHEMA}")
         drop_staging(con)
@@ -213,10 +213,6 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
         for name, kind in STATE_COLUMNS:
             if name not in existing:
                 con.execute(f"alter table {STATE_TABLE} add column {name} {kind}")
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
 
 
 def read_state(con: duckdb.DuckDBPyConnection, integration: str) -> SyncState | None:
@@ -238,15 +234,10 @@ def staged(table: str) -> str:
 
 def begin_staging(con: duckdb.DuckDBPyConnection) -> None:
     """Create a full sync's empty staging tables (dropping any a killed sync left); `swap_full` ends them."""
-    con.execute("begin transaction")
-    try:
+    with transaction(con):
         drop_staging(con)
         for table in TABLES:
             con.execute(create_table_sql(SCHEMA, table, STAGED_PREFIX + table, fetched=True))
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
 
 
 def drop_staging(con: duckdb.DuckDBPyConnection) -> None:
@@ -359,8 +350,7 @@ def swap_full(con: duckdb.DuckDBPyConnection, integration: str, state: SyncState
     copied.
     """
     params = [integration, integration]
-    con.execute("begin transaction")
-    try:
+    with transaction(con):
         duplicates = resolve_duplicates(con, {table: staged(table) for table in TABLES}, integration, duplicates)
         for table in DELETABLE:
             con.execute(
@@ -379,10 +369,6 @@ def swap_full(con: duckdb.DuckDBPyConnection, integration: str, state: SyncState
             con.execute(f"drop table {SCHEMA}.{table}")
             con.execute(f'alter table {staged(table)} rename to "{table}"')
         _write_state(con, state)
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
     return duplicates
 
 
@@ -420,8 +406,7 @@ def apply_changes(con: duckdb.DuckDBPyConnection, integration: str, changes: Cha
     twice are resolved first (`resolve_duplicates`, counted in `duplicates` if given)."""
     written: dict[str, int] = {}
     incoming: dict[str, str] = {}
-    con.execute("begin transaction")
-    try:
+    with transaction(con):
         for table, parts in changes.rows.items():
             parts = [p for p in parts if p.num_rows]
             if not parts:
@@ -480,10 +465,6 @@ def apply_changes(con: duckdb.DuckDBPyConnection, integration: str, changes: Cha
                                     f"(select unnest(?::varchar[]))", [integration, ids])
         fill_subscription_periods(con, integration, changes.period_from_items)
         _write_state(con, state)
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
     return written
 
 

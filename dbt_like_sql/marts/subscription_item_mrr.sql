@@ -1,12 +1,14 @@
 -- Every subscription item at a licensed recurring price with its list-price MRR before discounts, exact to a millionth of the currency's minor unit: the item pricing that marts.mrr_by_product and marts.mrr_drivers_daily share.
 -- test: unique(integration, subscription, price)
 -- test: not_null(integration, subscription, currency, product, price, quantity, billed_quantity, recurring_interval, recurring_interval_count, minor_unit)
--- test: expression(list_mrr_minor is null or list_mrr_minor >= 0) as mrr_not_negative
 --
 -- Items of the subscriptions' current state (Stripe returns each subscription's current items only), priced as
 -- docs/mrr.md section 3 says: per_unit and tiered (volume, graduated) prices, transform_quantity, normalized to a
 -- month (month 1/n, year 1/(12n), week 52/12/n, day 365/12/n). Metered (usage-based) items have no MRR and are left
 -- out. Discounts (section 4) are not applied: coupons apply to a whole subscription or customer, not to one item.
+-- Items are listed as Stripe gives them, also those of subscriptions that never counted: a malformed price (a
+-- negative amount) shows here as it is and is checked where it would count (marts.mrr_by_product's
+-- mrr_not_negative, metrics.mrr_daily's checks), so it never blocks a refresh from this table.
 -- counts_from and counts_until say when the subscription counts as paying (marts.subscription_periods).
 -- @col integration: the configured Stripe account (`default` for the environment key).
 -- @col subscription: Stripe subscription id.

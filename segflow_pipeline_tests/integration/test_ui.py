@@ -57,8 +57,10 @@ def test_ui_shows_the_demo_runs_the_job_and_stops_on_kill(tmp_path: Path) -> Non
     demo = segflow(["demo", "--subscriptions", "60", "--sandbox-now", INSTANT], tmp_path, user_env())
     assert demo.returncode == 0, demo.stderr[-3000:]
     port = free_port()
+    # The UI's output (and its runs' logs) go to a file: a pipe nobody reads fills up and blocks the run's logging.
+    log = (tmp_path / "ui.log").open("w")
     ui = subprocess.Popen([str(BIN / "segflow"), "ui", "--port", str(port)], cwd=tmp_path, env=user_env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                          stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         assert wait_until(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5).status
                           == 200, 180), "the UI did not answer"
@@ -93,6 +95,8 @@ def test_ui_shows_the_demo_runs_the_job_and_stops_on_kill(tmp_path: Path) -> Non
             for pid in group_members(ui.pid):
                 os.kill(pid, 9)
             raise
+        finally:
+            log.close()
     assert wait_until(lambda: group_members(ui.pid) == [], 30), "processes of the UI outlived it"
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5)

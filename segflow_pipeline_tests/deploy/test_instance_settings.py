@@ -7,15 +7,6 @@ from segflow_pipeline_tests.deploy import harness
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def postgres():
-    reason = harness.postgres_missing()
-    if reason:
-        pytest.skip(reason)
-    with harness.postgres_server() as pg:
-        yield pg
-
-
 def test_event_log_commits_do_not_wait_for_the_disk(postgres, tmp_path, monkeypatch):
     """The instance's own engine (the one that stores every event of every run) runs with synchronous_commit off,
     while the server's default, read on a connection of our own, stays on: the setting is the instance's."""

@@ -27,15 +27,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def postgres():
-    reason = harness.postgres_missing()
-    if reason:
-        pytest.skip(reason)
-    with harness.postgres_server() as pg:
-        yield pg
-
-
-@pytest.fixture(scope="module")
 def stack(postgres, tmp_path_factory):
     """One tick of the schedule over 20 accounts, run to completion by the daemon; yields what the checks read."""
     sandbox = harness.sandbox_module()

@@ -4,6 +4,7 @@ and workspaces, and where each run's time goes. Prints figures, asserts none.
     python benchmarks/bench_accounts.py                                   # 10 accounts, 10 workspaces, 1, 2, 4 runs
     python benchmarks/bench_accounts.py --accounts 10,100 --workspaces 10,100 --concurrency 1,2,4,8 --latency-ms 300
     python benchmarks/bench_accounts.py --plan 10:10:1,10:10:2,10:10:4,100:10:4,100:100:4 --publish-scale 1000:100
+    python benchmarks/bench_accounts.py --plan 6:6:1,6:6:2 --storage pooled,stock      # before/after of the pool
 
 Each configuration (A accounts spread round robin over W workspaces, c runs at once) gets a fresh Dagster instance
 (deploy/dagster.yaml with max_concurrent_runs = c, a new database on one PostgreSQL server), one tick of the daily
@@ -16,7 +17,12 @@ the tick are not counted: in production the daemon is already running). Where th
 instance's event log in PostgreSQL: launch -> "Started process" (process start), -> first step start (code load
 and run setup), each step's STEP_START -> STEP_SUCCESS grouped into sync (extract), transform (metrics, marts) and
 publish, the gaps between steps (Dagster's per-step overhead), and the last step's end -> run end. The publish time
-per workspace is the publish step's duration.
+per workspace is the publish step's duration. CPU is counted from /proc while the daemon runs (`CpuMeter`): the
+daemon, its code servers and every run, plus the PostgreSQL server's processes, per account.
+
+`--storage pooled,stock` runs each configuration with each instance storage in turn: `pooled` is
+deploy/dagster.yaml as it is (segflow_pipeline/instance_storage.py: connections kept open), `stock` the same file
+with Dagster's own PostgreSQL storage (a connection per statement); the ratios compare the two.
 
 `--publish-scale A:W,...` measures the publish of one workspace when the data directory holds A accounts' working
 files and ready copies spread over W workspaces, without syncing them all through runs: every account's files are
@@ -28,11 +34,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -71,6 +77,77 @@ def stage_of(step_key: str) -> str:
     return "transform"
 
 
+TICK_S = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_fields(pid: int) -> tuple[int, float, float]:
+    """(parent pid, own CPU-seconds, CPU-seconds of its children it has reaped), from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK_S, (int(fields[13]) + int(fields[14])) / TICK_S
+
+
+def _children() -> dict[int, list[int]]:
+    found: dict[int, list[int]] = defaultdict(list)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                found[_cpu_fields(int(entry))[0]].append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    return found
+
+
+def _tree(root: int) -> list[int]:
+    children, found, todo = _children(), [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+class CpuMeter:
+    """CPU-seconds of this benchmark's child processes (the daemon, its code servers and every run, each sampled
+    every `interval_s` until it exits: a process shorter than that is missed) and of the PostgreSQL server (its
+    postmaster, every backend it has reaped, and those alive at the end), over the life of the block. Counted from
+    /proc, so a run whose parent was killed before reaping it still counts; RUSAGE_CHILDREN would lose it."""
+
+    def __init__(self, pg: dict[str, str], interval_s: float = 0.5) -> None:
+        backend = harness.query(pg, "select pg_backend_pid()")[0][0]
+        self.postmaster = _cpu_fields(backend)[0]
+        self.interval_s = interval_s
+        self.seen: dict[int, float] = {}
+        self._stop = threading.Event()
+
+    def _postgres(self) -> float:
+        own = sum(_cpu_fields(self.postmaster)[1:])
+        return own + sum(self._own(pid) for pid in _tree(self.postmaster))
+
+    @staticmethod
+    def _own(pid: int) -> float:
+        try:
+            return _cpu_fields(pid)[1]
+        except (OSError, ValueError, IndexError):
+            return 0.0
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            for pid in _tree(os.getpid()):
+                self.seen[pid] = max(self.seen.get(pid, 0.0), self._own(pid))
+
+    def __enter__(self) -> "CpuMeter":
+        self.postgres_s = -self._postgres()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.postgres_s += self._postgres()
+        self.processes_s = sum(self.seen.values())
+
+
 def run_timings(pg: dict[str, str]) -> dict[str, dict]:
     """Per run: its launch and end, each stage's seconds and each step's seconds, from the event log."""
     rows = harness.query(pg, "select run_id, dagster_event_type, step_key, extract(epoch from timestamp), event "
@@ -107,12 +184,25 @@ def run_timings(pg: dict[str, str]) -> dict[str, dict]:
     return out
 
 
+def use_stock_storage(home: Path) -> None:
+    """Rewrite `home`'s dagster.yaml to Dagster's own PostgreSQL storage (one `storage: postgres:` block with the
+    same connection settings) in place of the deployment's pooled storages."""
+    path = home / "dagster.yaml"
+    config = yaml.safe_load(path.read_text())
+    postgres_db = config["run_storage"]["config"]["postgres_db"]
+    for key in ("run_storage", "event_log_storage", "schedule_storage"):
+        del config[key]
+    path.write_text(yaml.safe_dump({"storage": {"postgres": {"postgres_db": postgres_db}}, **config}, sort_keys=False))
+
+
 def run_once(pg: dict[str, str], accounts: int, workspaces: int, concurrency: int, emulator_url: str,
-             integrations, work: Path) -> dict:
-    label = f"a{accounts}_w{workspaces}_c{concurrency}"
+             integrations, work: Path, storage: str = "pooled") -> dict:
+    label = f"a{accounts}_w{workspaces}_c{concurrency}_{storage}"
     db = harness.create_database(pg, f"bench_{label}_{int(time.time())}")
     home = harness.write_dagster_home(work / f"home_{label}", max_concurrent_runs=concurrency,
                                       dequeue_interval_seconds=1, dequeue_num_workers=max(4, concurrency))
+    if storage == "stock":
+        use_stock_storage(home)
     cron, tick = harness.far_cron()
     integrations = integrations[:accounts]
     write_integrations(work / f"integrations_{label}.yaml", integrations, workspaces)
@@ -124,12 +214,12 @@ def run_once(pg: dict[str, str], accounts: int, workspaces: int, concurrency: in
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     load0 = os.getloadavg()[0]
-    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    meter = CpuMeter(db)
     try:
         t = time.monotonic()
         harness.tick_schedule(tick)
         tick_s = time.monotonic() - t
-        with harness.daemon(work / f"daemon_{label}.log") as proc:
+        with meter, harness.daemon(work / f"daemon_{label}.log") as proc:
             runs = harness.wait_for_runs(db, accounts, timeout_s=4 * 3600, proc=proc)
     finally:
         for k, v in saved.items():
@@ -137,8 +227,7 @@ def run_once(pg: dict[str, str], accounts: int, workspaces: int, concurrency: in
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu_s = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    cpu_s = meter.processes_s + meter.postgres_s
     failed = [r["partition"] for r in runs if r["status"] != "SUCCESS"]
     if failed:
         raise SystemExit(f"runs failed in {label}: {failed}\n{harness.explain(db, runs, work / f'daemon_{label}.log')}")
@@ -153,12 +242,13 @@ def run_once(pg: dict[str, str], accounts: int, workspaces: int, concurrency: in
     for t in timings.values():
         for s, secs in t["steps"].items():
             steps[s].append(secs)
-    return {"label": label, "data": data, "accounts": accounts, "workspaces": workspaces, "concurrency": concurrency,
+    return {"label": label, "data": data, "storage": storage, "accounts": accounts, "workspaces": workspaces, "concurrency": concurrency,
             "makespan_s": last - first, "per_hour": accounts / (last - first) * 3600,
             "run_s": statistics.mean(t["end"] - t["launch"] for t in timings.values()),
             "peak": harness.max_overlap([(t["launch"], t["end"]) for t in timings.values()]), "tick_s": tick_s,
             "stage": stage, "publish_median": statistics.median(publish), "publish_max": max(publish),
-            "steps": {s: statistics.mean(v) for s, v in steps.items()}, "timed": len(timings), "cpu_s": cpu_s, "events": events,
+            "steps": {s: statistics.mean(v) for s, v in steps.items()}, "timed": len(timings), "cpu_s": cpu_s,
+            "cpu_pg_s": meter.postgres_s, "events": events,
             "load": (load0, os.getloadavg()[0])}
 
 
@@ -224,6 +314,8 @@ def main() -> int:
     parser.add_argument("--plan", default="", help="exact configurations A:W:c, comma-separated (overrides the grid)")
     parser.add_argument("--publish-scale", default="", help="A:W,...: publish of one workspace among A accounts' "
                                                             "files over W workspaces (no runs)")
+    parser.add_argument("--storage", default="pooled", help="instance storages to compare, comma-separated: "
+                                                            "pooled (deploy/dagster.yaml), stock (Dagster's own)")
     parser.add_argument("--subscriptions", type=int, default=40, help="subscriptions per account")
     parser.add_argument("--latency-ms", type=float, default=300, help="milliseconds the emulator adds per request")
     args = parser.parse_args()
@@ -247,18 +339,21 @@ def main() -> int:
         work = Path(tmp)
         accounts = sandbox.build_accounts(most, args.subscriptions)
         with EmulatorServer(accounts, latency_s=args.latency_ms / 1000) as emulator:
-            for a, w, c in plan:
-                r = run_once(pg, a, w, c, emulator.url, integrations, work)
+            storages = args.storage.split(",")
+            for (a, w, c), storage in [(p, st) for p in plan for st in storages]:
+                r = run_once(pg, a, w, c, emulator.url, integrations, work, storage)
                 results.append(r)
                 s = r["stage"]
-                print(f"\n{a} accounts in {w} workspaces, max_concurrent_runs={c}: {r['per_hour']:6.0f} accounts/hour"
+                print(f"\n{a} accounts in {w} workspaces, max_concurrent_runs={c}, {storage} storage: "
+                      f"{r['per_hour']:6.0f} accounts/hour"
                       f"  makespan {r['makespan_s']:6.1f} s  mean run {r['run_s']:5.1f} s (launch to end)"
                       f"  peak in progress {r['peak']}  (tick {r['tick_s']:.1f} s; load {r['load'][0]:.1f} -> "
                       f"{r['load'][1]:.1f}; {r['timed']} runs timed)", flush=True)
                 print("  mean per run, s: " + "  ".join(f"{k} {s[k]:.2f}" for k in STAGES)
                       + f"  = {sum(s.values()):.2f}", flush=True)
-                print(f"  CPU of the daemon, code servers and runs (as reaped; the tick's code server included): "
-                      f"{r['cpu_s']:.0f} s, {r['cpu_s'] / a:.1f} s per account; {r['events']:.0f} event-log rows per run", flush=True)
+                print(f"  CPU of the daemon, its code servers, the runs and PostgreSQL: {r['cpu_s']:.0f} s, "
+                      f"{r['cpu_s'] / a:.1f} s per account (PostgreSQL {r['cpu_pg_s'] / a:.1f} s of it); "
+                      f"{r['events']:.0f} event-log rows per run", flush=True)
                 print(f"  publish step per workspace: median {r['publish_median']:.2f} s, max {r['publish_max']:.2f} s"
                       f" ({a // w} accounts per workspace)", flush=True)
                 slow = sorted(r["steps"].items(), key=lambda kv: -kv[1])
@@ -281,7 +376,14 @@ def main() -> int:
                           f"workspace median {p['median']:.2f} s (" + ", ".join(f"{x:.2f}" for x in p["all"]) + ")",
                           flush=True)
     print("\nratios:")
-    by = {(r["accounts"], r["workspaces"], r["concurrency"]): r for r in results}
+    for r in results:
+        stock = next((q for q in results if q["storage"] == "stock" and q["accounts"] == r["accounts"]
+                      and q["workspaces"] == r["workspaces"] and q["concurrency"] == r["concurrency"]), None)
+        if r["storage"] == "pooled" and stock:
+            print(f"  pooled over stock storage, {r['accounts']} accounts/{r['workspaces']} workspaces, "
+                  f"c={r['concurrency']}: throughput x{r['per_hour'] / stock['per_hour']:.2f}, mean run "
+                  f"x{r['run_s'] / stock['run_s']:.2f}, CPU per account x{r['cpu_s'] / stock['cpu_s']:.2f}")
+    by = {(r["accounts"], r["workspaces"], r["concurrency"]): r for r in results if r["storage"] == storages[0]}
     for (a, w, c), r in by.items():
         if c != 1 and (a, w, 1) in by:
             print(f"  throughput {a} accounts/{w} workspaces, c={c} over c=1: "

@@ -268,25 +268,27 @@ def publish_scale(source: Path, integrations_file: Path, accounts: int, workspac
 
     comments = published_comments(MODELS, OTHER_TABLE_COMMENTS)
     published = work / f"scale_a{accounts}_w{workspaces}" / "segflow.duckdb"
-    state = files.state_dir(published)
-    state.mkdir(parents=True)
-    src_work = files.working_path(source, "acct01")
-    t = time.monotonic()
+    src_work = files.working_path(config.workspace_path(workspace_of(1, 1), published=source), "acct01")
     names = [f"acct{i:04d}" for i in range(1, accounts + 1)]
-    # Hard links to one file (nothing here writes them): 1,000 accounts cost no disk. A working file and its ready
-    # copy then share one modification time, so the copy counts as current and publishing reads it as it is.
-    for name in names:
-        os.link(src_work, files.working_path(published, name))
-        os.link(src_work, files.ready_path(published, name))
-    populate_s = time.monotonic() - t
     members: dict[str, list[str]] = defaultdict(list)
     for i, name in enumerate(names, start=1):
         members[workspace_of(i, workspaces)].append(name)
+    t = time.monotonic()
+    # Hard links to one file (nothing here writes them): 1,000 accounts cost no disk. A working file and its ready
+    # copy then share one modification time, so the copy counts as current and publishing reads it as it is. Each
+    # account's files are beside its own workspace's file, as the pipeline keeps them.
+    for ws, accounts_of in members.items():
+        home = config.workspace_path(ws, published=published)
+        files.state_dir(home).mkdir(parents=True)
+        for name in accounts_of:
+            os.link(src_work, files.working_path(home, name))
+            os.link(src_work, files.ready_path(home, name))
+    populate_s = time.monotonic() - t
     took = []
     for ws in sorted(members)[:samples]:
         target = config.workspace_path(ws, published=published)
         t = time.monotonic()
-        publication = files.publish(published, members[ws], comments=comments, target=target)
+        publication = files.publish(target, members[ws], comments=comments, target=target)
         took.append(time.monotonic() - t)
         assert all(c.state == "current" for c in publication.accounts.values()), publication.accounts
     size = src_work.stat().st_size

@@ -130,7 +130,7 @@ def test_resources_take_their_settings_from_the_variables(tmp_path, monkeypatch)
         seen["published"] = duckdb.published_path
         seen["api_base"] = stripe.api_base_of(Integration(name="default"))
         seen["own_api_base"] = stripe.api_base_of(Integration(name="acme", api_base="http://127.0.0.1:8"))
-        with duckdb.integration_connection("default") as con:
+        with duckdb.integration_connection(Integration(name="default")) as con:
             seen["memory_limit"] = con.execute("select current_setting('memory_limit')").fetchone()[0]
 
     assert dg.materialize([probe], resources=bound).success

@@ -1,10 +1,12 @@
 """Where the DuckDB files live, who may write them, and how a refresh becomes visible to BI readers.
 
-Layout beside SEGFLOW_DUCKDB_PATH (the published file BI tools open):
-- `<dir>/.segflow/<integration>.duckdb`: one working file per integration (raw Stripe tables, snapshots, metrics,
-  marts of that account). Only the pipeline writes it, while holding `<integration>.lock` (an flock: released by
-  the kernel even on kill -9), so two refreshes of one account never interleave and refreshes of two accounts never
-  block each other.
+Layout beside each workspace's published file (SEGFLOW_DUCKDB_PATH for the default workspace, the file
+`config.workspace_path` names for the others; called `home` below):
+- `<home dir>/.segflow/<integration>.duckdb`: one working file per integration of that workspace (raw Stripe tables,
+  snapshots, metrics, marts of that account). Only the pipeline writes it, while holding `<integration>.lock` (an
+  flock: released by the kernel even on kill -9), so two refreshes of one account never interleave and refreshes
+  of two accounts never block each other. Everything of a workspace (working files, ready copies, its published
+  file and reports) lies under its own directory, so a volume per workspace holds all of it.
 - Each connection to a working file runs under a DuckDB memory limit (`SEGFLOW_DUCKDB_MEMORY_LIMIT`, default
   `DEFAULT_MEMORY_LIMIT`); what does not fit spills to `<integration>.duckdb.tmp/` beside it, so a large account
   needs disk rather than RAM.
@@ -16,14 +18,16 @@ Layout beside SEGFLOW_DUCKDB_PATH (the published file BI tools open):
   ready copy until its own run publishes. Readers that hold the old published file open keep their snapshot until
   they reconnect; nobody ever opens the published file for writing, so readers never block the pipeline and never
   see half a refresh.
-- Workspaces: each workspace publishes its own file (`target`, `config.workspace_path`), the union of its own
-  accounts' ready copies only, under a lock of its own (`<target dir>/.segflow/publish.lock`): a workspace's
-  publish never reads another workspace's accounts and never waits for another workspace's publish. Working files
-  and ready copies stay in one place per account, under `<dir>/.segflow/` (account names are unique across
-  workspaces). The default workspace's target is the published file itself.
+- Workspaces: each workspace publishes its own file, the union of its own accounts' ready copies only, under a
+  lock of its own (`<home dir>/.segflow/publish.lock`): a workspace's publish never reads another workspace's
+  accounts and never waits for another workspace's publish.
+- An account whose working file is not beside its workspace's file yet, but beside the default workspace's (where
+  every working file lived before workspaces had their own directories, and where an account moved out of the
+  default workspace left it), has it moved over, with its ready copy, under both locks (`integration_connection`,
+  `earlier`): an upgrade or a move keeps the account's history instead of syncing it anew.
 - Reports (charts, HTML) follow the data: once a run has published its data, it writes them to
-  `<dir>/.segflow/reports/<integration>.<run id>/` and, complete, moves them to `reports/<integration>/` beside its
-  workspace's file (`publish_reports`). A run that fails before publishing, or whose report fails, leaves the
+  `<home dir>/.segflow/reports/<integration>.<run id>/` and, complete, moves them to `reports/<integration>/` beside
+  its workspace's file (`publish_reports`). A run that fails before publishing, or whose report fails, leaves the
   published reports as they were: never newer than the published file.
 - One account's damaged files stay that account's problem. A copy replaces the last good ready copy only once it
   opens, is as long as DuckDB says it should be, and holds the working file's tables with the same row counts.
@@ -39,12 +43,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import errno
-import fcntl
 import os
 import re
 import shutil
-import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,24 @@ from typing import Literal
 import duckdb
 
 from segflow_pipeline.warehouse import comments as table_comments
+from segflow_pipeline.warehouse.layout import (  # noqa: F401 - the layout's names, as the pipeline uses them
+    CannotWrite,
+    WarehouseBusy,
+    WarehouseError,
+    adopt,
+    adopt_if_free,
+    cannot_write,
+    file_lock,
+    fsync,
+    fsync_dir,
+    pending_reports_dir,
+    publish_lock,
+    publish_reports,
+    ready_path,
+    reports_dir,
+    state_dir,
+    working_path,
+)
 from segflow_pipeline.warehouse import raw
 from segflow_pipeline.warehouse.comments import TableComment
 from segflow_pipeline.warehouse.transactions import transaction
@@ -73,14 +92,6 @@ _DAMAGE = re.compile(r"not a valid DuckDB database file|Could not read enough by
 _HELD = re.compile(r"Conflicting lock is held in (?P<holder>.*?) \(PID (?P<pid>\d+)\)")
 
 
-class WarehouseError(RuntimeError):
-    """A DuckDB file the pipeline cannot use; the message names it and says what to do. No retry fixes it."""
-
-
-class WarehouseBusy(WarehouseError):
-    """Another refresh holds the integration's working file."""
-
-
 class FileHeld(WarehouseError):
     """Another process has a DuckDB file open (DuckDB's own lock): not a refresh of ours."""
 
@@ -92,91 +103,6 @@ class DamagedFile(WarehouseError):
         super().__init__(f"the DuckDB file {path} cannot be read ({detail})")
         self.path = path
         self.detail = detail
-
-
-class CannotWrite(WarehouseError):
-    """The directory of the DuckDB files cannot be written."""
-
-
-def state_dir(published: Path) -> Path:
-    return published.parent / ".segflow"
-
-
-def working_path(published: Path, integration: str) -> Path:
-    return state_dir(published) / f"{integration}.duckdb"
-
-
-def ready_path(published: Path, integration: str) -> Path:
-    return state_dir(published) / f"{integration}.ready.duckdb"
-
-
-def reports_dir(published: Path, integration: str) -> Path:
-    """Where the published reports of an integration are (beside the published file)."""
-    return published.parent / "reports" / integration
-
-
-def pending_reports_dir(published: Path, integration: str, run_id: str) -> Path:
-    """Where a run writes its reports until the report, once complete, moves them to `reports_dir`."""
-    return state_dir(published) / "reports" / f"{integration}.{run_id}"
-
-
-def publish_reports(published: Path, run_id: str, target: Path | None = None) -> list[str]:
-    """Move the reports the run `run_id` wrote into place beside `target` (its workspace's file, default
-    `published`), replacing each integration's previous ones; drop what older runs left pending (they never
-    published). Returns the integrations whose reports were published."""
-    pending = state_dir(published) / "reports"
-    done: list[str] = []
-    for folder in sorted(pending.glob(f"*.{run_id}")) if pending.exists() else []:
-        integration = folder.name[: -len(run_id) - 1]
-        target_dir = reports_dir(target or published, integration)
-        target_dir.parent.mkdir(parents=True, exist_ok=True)
-        # an account that moved to another workspace leaves its reports in the old one no more
-        if target is not None and target != published:
-            shutil.rmtree(reports_dir(published, integration), ignore_errors=True)
-        old = target_dir.with_name(f".{target_dir.name}.old-{run_id}")
-        if target_dir.exists():
-            os.replace(target_dir, old)
-        os.replace(folder, target_dir)
-        shutil.rmtree(old, ignore_errors=True)
-        for stale in pending.glob(f"{integration}.*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        done.append(integration)
-    return done
-
-
-def cannot_write(path: Path, exc: OSError) -> CannotWrite:
-    return CannotWrite(
-        f"cannot write {path} ({exc.strerror or exc}): make that directory writable by the user running the "
-        "pipeline, or point SEGFLOW_DUCKDB_PATH at a file in a directory that is")
-
-
-@contextlib.contextmanager
-def file_lock(path: Path, *, timeout_s: float, what: str) -> Iterator[None]:
-    """Hold an exclusive flock on `path`, waiting up to `timeout_s` (0: try once), else raise `WarehouseBusy`."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a+")
-    except OSError as exc:
-        raise cannot_write(path.parent, exc) from None
-    with handle:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise WarehouseBusy(
-                        f"{what} is busy: another refresh is writing it. Wait for that run to finish "
-                        "(Dagster UI → Runs), then retry."
-                    ) from None
-                time.sleep(0.2)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def connect(path: Path, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
@@ -257,17 +183,29 @@ def set_aside(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def integration_connection(published: Path, integration: str, *, timeout_s: float = 600.0,
-                           heal: Callable[[str], None] | None = None, memory_limit: str | None = None
+def integration_connection(home: Path, integration: str, *, timeout_s: float = 600.0,
+                           heal: Callable[[str], None] | None = None, memory_limit: str | None = None,
+                           earlier: Collection[Path] = (), moved: Callable[[str], None] | None = None
                            ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-write connection to one integration's working file, held under its lock (`connect`: `memory_limit`).
+    """A read-write connection to one integration's working file beside `home` (its workspace's file), held under
+    its lock (`connect`: `memory_limit`).
 
+    A working file that is not there yet but beside one of `earlier` (other workspaces' files) is moved over first;
+    `moved` gets a message saying so.
     A working file that cannot be read (`DamagedFile`) is moved aside and replaced by a new, empty one when
     `heal` is given (the sync, which then rebuilds it with a full sync): `heal` gets the message saying so.
     Without `heal` the error says how to get there.
     """
-    path = working_path(published, integration)
+    path = working_path(home, integration)
     with file_lock(path.with_suffix(".lock"), timeout_s=timeout_s, what=f"integration {integration!r}"):
+        if not path.exists():
+            try:
+                source = adopt(home, integration, earlier, timeout_s)
+            except OSError as exc:
+                raise cannot_write(path.parent, exc) from None
+            if source is not None and moved is not None:
+                moved(f"moved the working file of {integration!r} from {source} to {path} (its workspace's "
+                      "directory)")
         try:
             con = open_checked(path, memory_limit=memory_limit)
         except DamagedFile as exc:
@@ -310,23 +248,24 @@ class Publication:
     accounts: dict[str, AccountCopy]       # every account asked for, in the order asked
 
 
-def publish_lock(target: Path) -> Path:
-    """The lock a publish to `target` holds: one per published file, so one per workspace."""
-    return state_dir(target) / "publish.lock"
-
-
 def publish(published: Path, integrations: list[str], *, timeout_s: float = 600.0,
             required: Collection[str] = (),
             comments: Mapping[tuple[str, str], TableComment] | None = None,
-            target: Path | None = None, memory_limit: str | None = None) -> Publication:
+            target: Path | None = None, memory_limit: str | None = None,
+            earlier: Collection[Path] = ()) -> Publication:
     """Refresh the ready copies of `integrations` that are free, union every usable one into a new file and rename
     it over `target` (a workspace's file; default `published`). `published` locates the working files and ready
-    copies (`state_dir`); only the copies of `integrations` are read, so a workspace's file holds its own accounts
+    copies (`state_dir`; the resource passes the workspace's file for both); only the copies of `integrations` are
+    read, so a workspace's file holds its own accounts
     and nobody else's. An account whose copy cannot be made or read is left with its last good copy, or out; the
     others are published all the same. `required`: tables (`schema.table`) a working file must hold to be copied.
     `comments` (`comments.published_comments`) are written on the new file's tables and columns before it replaces
-    the old one. `memory_limit`: of a working file opened to fold its write-ahead log in (`connect`)."""
+    the old one. `memory_limit`: of a working file opened to fold its write-ahead log in (`connect`). `earlier`: as
+    for `integration_connection`, so that an account whose own run has not moved its working file yet is published
+    all the same (a file some run is writing stays where it is until that run's account moves it)."""
     target = published if target is None else target
+    for name in integrations:
+        adopt_if_free(published, name, earlier)
     accounts = {name: refresh_ready_copy(published, name, required=required, memory_limit=memory_limit)
                 for name in integrations}
     try:
@@ -359,9 +298,9 @@ def publish(published: Path, integrations: list[str], *, timeout_s: float = 600.
                 with contextlib.suppress(duckdb.Error):
                     con.close()
             break
-        _fsync(tmp)
+        fsync(tmp)
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     return Publication(counts, accounts)
 
 
@@ -411,7 +350,7 @@ def refresh_ready_copy(published: Path, integration: str, *, required: Collectio
                 return AccountCopy(integration, "current", copy_time=_mtime(ready))
             tmp = ready.with_name(f".{ready.name}.tmp-{os.getpid()}")
             shutil.copyfile(work, tmp)
-            _fsync(tmp)
+            fsync(tmp)
             try:
                 copied = inventory(tmp)
             except WarehouseError as exc:
@@ -502,14 +441,3 @@ def _sql_path(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        _fsync(path)

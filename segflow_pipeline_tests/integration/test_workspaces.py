@@ -62,6 +62,16 @@ def test_each_account_refreshes_and_the_refused_workspace_fails_only_its_own(ref
     assert sorted(p.name for p in (root / "data" / "workspaces").iterdir()) == ["north", "south"]
 
 
+def test_each_workspace_directory_holds_its_accounts_working_files_and_nobody_elses(refreshed):
+    """A volume per workspace holds everything of that workspace: published file, reports, working files."""
+    root, _, _ = refreshed
+    data = root / "data"
+    for home, name in ((data, "initech"), (data / "workspaces" / "north", "acme"),
+                       (data / "workspaces" / "south", "globex")):
+        assert sorted(p.name for p in (home / ".segflow").glob("*.duckdb")) == [f"{name}.duckdb",
+                                                                             f"{name}.ready.duckdb"]
+
+
 @pytest.mark.parametrize("where, only", [
     ("data/workspaces/north/segflow.duckdb", "acme"),
     ("data/workspaces/south/segflow.duckdb", "globex"),
@@ -129,3 +139,36 @@ def test_refreshing_one_account_republishes_only_its_workspace_and_shows_its_fil
     assert after[south] > before[south]
     assert after[north] == before[north] and after[default] == before[default]
     assert set().union(*integrations_in(south).values()) == {"globex"}
+
+
+def _sync_state(path: Path) -> tuple:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute("select last_mode, last_full_sync_at from stripe.sync_state "
+                           "where integration = 'acme'").fetchone()
+    finally:
+        con.close()
+
+
+def test_an_account_whose_working_file_is_still_beside_the_default_file_keeps_its_history(refreshed, emulator):
+    """The layout before workspaces had their own directories: every working file beside the default file. The
+    account's next refresh moves its working file into its workspace's directory and goes on from it (an
+    incremental sync from its cursor, not a first full one)."""
+    root, env, _ = refreshed
+    data = root / "data"
+    north_state = data / "workspaces" / "north" / ".segflow"
+    full_sync_at = _sync_state(north_state / "acme.duckdb")[1]
+    assert full_sync_at is not None
+    for name in ("acme.duckdb", "acme.ready.duckdb"):
+        (north_state / name).replace(data / ".segflow" / name)
+    refresh = subprocess.run([str(BIN / "segflow"), "refresh", "--integration", "acme"], env=env, cwd=root,
+                             capture_output=True, text=True, timeout=600)
+    assert refresh.returncode == 0, refresh.stderr
+    assert not (data / ".segflow" / "acme.duckdb").exists() and not (data / ".segflow" / "acme.ready.duckdb").exists()
+    assert _sync_state(north_state / "acme.duckdb") == ("incremental", full_sync_at)
+    counts = emulator.accounts[ACME_KEY].counts()
+    con = duckdb.connect(str(data / "workspaces" / "north" / "segflow.duckdb"), read_only=True)
+    try:
+        assert con.execute("select count(*) from stripe.subscriptions").fetchone()[0] == counts["subscriptions"]
+    finally:
+        con.close()

@@ -85,7 +85,7 @@ def _sync(context: dg.AssetExecutionContext, config: SyncConfig, stripe: StripeR
 
     started = time.monotonic()
     # A working file that cannot be read is moved aside and rebuilt: this sync is then a full one (no cursor).
-    with duckdb.integration_connection(integration.name, heal=context.log.warning) as con:
+    with duckdb.integration_connection(integration, heal=context.log.warning, moved=context.log.info) as con:
         raw.ensure_tables(con)
         report = sync_account(reader, con, integration=integration.name, mode=config.mode, progress=progress,
                               now=epoch_seconds(run_as_of(context)))

@@ -51,7 +51,7 @@ def mart_asset(model: SqlModel, upstream: dict[TableRef, dg.AssetKey]) -> dg.Ass
     def _mart(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
         integration = integration_of(context)
         as_of = run_as_of(context)
-        with duckdb.integration_connection(integration.name) as con:
+        with duckdb.integration_connection(integration) as con:
             try:
                 rows = sql_models.run_model(con, model, integration.name, as_of)
                 failures = sql_models.test_failures(con, model, rows, integration.name, as_of)

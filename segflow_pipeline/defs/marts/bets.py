@@ -51,7 +51,7 @@ def bet_impact(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
     except bets.BetsError as exc:
         raise dg.Failure(f"{exc}. Fix the file (or `segflow bets add` a new bet); marts.bet_impact is unchanged.") \
             from None
-    with duckdb.integration_connection(integration.name) as con:
+    with duckdb.integration_connection(integration) as con:
         daily = wh.read_table(con, "metrics", "mrr_daily", integration.name)
         drivers = wh.read_table(con, "marts", "mrr_drivers_daily", integration.name)
         frame = impact.bet_impact(listed, daily, drivers, integration.name)

@@ -25,7 +25,7 @@ MRR_DRIVERS_MONTHLY = dg.AssetKey(["marts", "mrr_drivers_monthly"])
                             "ending MRR equal marts.mrr_bridge_monthly's to the cent.")
 def sums_to_bridge(context: dg.AssetCheckExecutionContext, duckdb: WarehouseResource) -> dg.AssetCheckResult:
     integration = BY_NAME[context.partition_key] if context.has_partition_key else INTEGRATIONS[0]
-    with duckdb.integration_connection(integration.name) as con:
+    with duckdb.integration_connection(integration) as con:
         split = wh.read_table(con, "marts", "mrr_drivers_monthly", integration.name)
         bridge = wh.read_table(con, "marts", "mrr_bridge_monthly", integration.name)
     bad = drivers.bridge_breaks(split, bridge)

@@ -42,7 +42,7 @@ def mrr_report(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
     cohort retention heat maps, MRR and its monthly movements, and the total in the reporting currency when one is
     set: PNG charts and one HTML page beside the DuckDB file, once the data is published."""
     integration = integration_of(context)
-    with duckdb.integration_connection(integration.name) as con:
+    with duckdb.integration_connection(integration) as con:
         daily = wh.read_table(con, "metrics", "mrr_daily", integration.name)
         bridge = wh.read_table(con, "marts", "mrr_bridge_monthly", integration.name)
         kpis = wh.read_table(con, "marts", "kpis_monthly", integration.name)
@@ -53,7 +53,7 @@ def mrr_report(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
         reporting_daily = wh.read_table(con, "metrics", "mrr_daily_reporting", integration.name) if reporting else None
         reporting_kpis = wh.read_table(con, "marts", "kpis_monthly_reporting", integration.name) if reporting else None
         forecast_tables = forecast_section.report_tables(con, integration.name)
-    folder = wh_files.pending_reports_dir(duckdb.published_path, integration.name, context.run_id)
+    folder = wh_files.pending_reports_dir(duckdb.home(integration), integration.name, context.run_id)
     published = wh_files.reports_dir(duckdb.workspace_path(integration.workspace), integration.name)
     try:
         metadata = _render(context, folder, published, integration.name, daily, bridge, kpis, cohorts,

@@ -33,7 +33,7 @@ CHECKS = {
 def kpis_monthly_reporting(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
     integration = integration_of(context)
     settings = reporting_settings()
-    with duckdb.integration_connection(integration.name) as con:
+    with duckdb.integration_connection(integration) as con:
         if settings is None:
             yield absent_without_rates(con, "marts", "kpis_monthly_reporting", KPIS_MONTHLY_REPORTING, CHECKS)
             return

@@ -73,7 +73,7 @@ def mrr_daily(context: dg.AssetExecutionContext, config: MrrConfig, duckdb: Ware
     last tables."""
     integration = integration_of(context)
     now = run_as_of(context)
-    with duckdb.integration_connection(integration.name) as con:
+    with duckdb.integration_connection(integration) as con:
         run = mrr.mrr_run(read_mrr_inputs(con, integration.name), config.options(integration.options), now)
         results = yield from blocking_checks(run.failures, f"metrics.mrr_daily for '{integration.name}'",
                                              asset_key=MRR_DAILY)

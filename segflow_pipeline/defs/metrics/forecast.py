@@ -99,7 +99,7 @@ COLUMNS = {
 def mrr_forecast(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
     """The forecast, its backtested accuracy and each series' status, for one integration."""
     integration = integration_of(context)
-    with duckdb.integration_connection(integration.name) as con:
+    with duckdb.integration_connection(integration) as con:
         histories = history_frames(con, integration.name)
         results = [forecast.mrr_forecast(h) for h in histories]
         frame = _concat([r.forecast for r in results], forecast.FORECAST_SCHEMA)

@@ -64,7 +64,7 @@ def absent_without_rates(con, schema: str, table: str, asset_key: dg.AssetKey,
 def mrr_daily_reporting(context: dg.AssetExecutionContext, duckdb: WarehouseResource):
     integration = integration_of(context)
     settings = reporting_settings()
-    with duckdb.integration_connection(integration.name) as con:
+    with duckdb.integration_connection(integration) as con:
         if settings is None:
             yield absent_without_rates(con, "metrics", "mrr_daily_reporting", MRR_DAILY_REPORTING, CHECKS)
             return

@@ -320,7 +320,76 @@ def test_publishing_one_workspace_never_takes_another_workspaces_lock(tmp_path):
 def test_reports_go_beside_their_workspace_file(tmp_path):
     published = tmp_path / "segflow.duckdb"
     target = tmp_path / "workspaces" / "a" / "segflow.duckdb"
-    _report(files.pending_reports_dir(published, "acme", "run1"), "new")
+    _report(files.pending_reports_dir(target, "acme", "run1"), "new")  # a run writes them beside its workspace's file
     assert files.publish_reports(published, "run1", target) == ["acme"]
     assert (files.reports_dir(target, "acme") / "mrr.html").read_text() == "new"
     assert not files.reports_dir(published, "acme").exists()
+
+
+def test_a_working_file_beside_the_default_workspace_moves_to_its_own_workspace(tmp_path):
+    """Before workspaces had directories of their own every working file was beside the default file: the first
+    connection of an account in another workspace moves its working file, write-ahead log and ready copy over,
+    with its history, and says so."""
+    default = tmp_path / "segflow.duckdb"
+    north = tmp_path / "workspaces" / "north" / "segflow.duckdb"
+    _write(default, "a", 7)
+    assert files.publish(default, ["a"]).accounts["a"].state == "current"  # a ready copy beside the default file
+    said = []
+    with files.integration_connection(north, "a", earlier=[default], moved=said.append) as con:
+        assert con.execute("select v from metrics.t").fetchall() == [(7,)]
+    assert files.working_path(north, "a").exists() and files.ready_path(north, "a").exists()
+    assert not files.working_path(default, "a").exists() and not files.ready_path(default, "a").exists()
+    assert len(said) == 1 and str(files.working_path(north, "a")) in said[0]
+    # from then on it is there: nothing moves again, and the workspace publishes it
+    with files.integration_connection(north, "a", earlier=[default], moved=said.append):
+        pass
+    assert len(said) == 1
+    publication = files.publish(north, ["a"])
+    assert publication.accounts["a"].state == "current" and publication.counts == {"metrics.t": 1}
+
+
+def test_a_working_file_already_in_its_workspace_wins_over_an_older_one(tmp_path):
+    default = tmp_path / "segflow.duckdb"
+    north = tmp_path / "workspaces" / "north" / "segflow.duckdb"
+    _write(default, "a", 1)
+    _write(north, "a", 2)
+    with files.integration_connection(north, "a", earlier=[default]) as con:
+        assert con.execute("select v from metrics.t").fetchall() == [(2,)]
+    assert files.working_path(default, "a").exists()  # not ours to remove: left as it was
+
+
+def test_a_working_file_moves_across_file_systems_by_copy(tmp_path, monkeypatch):
+    """A volume per workspace: rename fails with EXDEV, so the file is copied beside its new place, flushed,
+    renamed into place, and only then removed from the old one."""
+    import errno
+    import os
+
+    default = tmp_path / "segflow.duckdb"
+    north = tmp_path / "workspaces" / "north" / "segflow.duckdb"
+    _write(default, "a", 3)
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if str(src).startswith(str(tmp_path / ".segflow")):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with files.integration_connection(north, "a", earlier=[default]) as con:
+        assert con.execute("select v from metrics.t").fetchall() == [(3,)]
+    assert not files.working_path(default, "a").exists()
+    assert not list(files.state_dir(north).glob(".*.tmp-*"))
+
+
+def test_publishing_a_workspace_takes_along_the_working_files_its_accounts_left_beside_the_default_file(tmp_path):
+    """Right after the move to one directory per workspace, the first run of a workspace publishes its other
+    accounts too (their files are moved over), not only its own; a file a run is writing is left to that run."""
+    default = tmp_path / "segflow.duckdb"
+    north = tmp_path / "workspaces" / "north" / "segflow.duckdb"
+    for name, value in (("a", 1), ("b", 2), ("c", 3)):
+        _write(default, name, value)
+    with files.file_lock(files.working_path(default, "c").with_suffix(".lock"), timeout_s=0, what="c"):
+        publication = files.publish(north, ["a", "b", "c"], target=north, earlier=[default])
+    assert {n: c.state for n, c in publication.accounts.items()} == {"a": "current", "b": "current", "c": "never"}
+    assert _rows(north) == [("a", 1), ("b", 2)]
+    assert files.working_path(north, "b").exists() and files.working_path(default, "c").exists()

@@ -130,6 +130,7 @@ def test_refreshing_one_account_republishes_only_its_workspace_and_shows_its_fil
     north, south = (root / "data" / "workspaces" / w / "segflow.duckdb" for w in ("north", "south"))
     default = root / "data" / "segflow.duckdb"
     before = {p: p.stat().st_mtime_ns for p in (north, south, default)}
+    elsewhere = _files_outside(root / "data", root / "data" / "workspaces" / "south")
     refresh = subprocess.run([str(BIN / "segflow"), "refresh", "--integration", "globex"], env=env, cwd=root,
                              capture_output=True, text=True, timeout=600)
     assert refresh.returncode == 0, refresh.stderr
@@ -139,6 +140,14 @@ def test_refreshing_one_account_republishes_only_its_workspace_and_shows_its_fil
     assert after[south] > before[south]
     assert after[north] == before[north] and after[default] == before[default]
     assert set().union(*integrations_in(south).values()) == {"globex"}
+    # the run wrote nothing outside its workspace's directory: a pod given only that volume could run it
+    assert _files_outside(root / "data", root / "data" / "workspaces" / "south") == elsewhere
+
+
+def _files_outside(top: Path, inside: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `top` but not under `inside`: (size, modification time)."""
+    return {str(p.relative_to(top)): (p.stat().st_size, p.stat().st_mtime_ns) for p in top.rglob("*")
+            if p.is_file() and not p.is_relative_to(inside)}
 
 
 def _sync_state(path: Path) -> tuple:

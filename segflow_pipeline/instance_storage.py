@@ -47,8 +47,8 @@ def _arguments(inst_data, config_value) -> dict[str, Any]:
             "token_provider": get_token_provider_from_config(config_value)}
 
 
-class PooledPostgresRunStorage(PostgresRunStorage):
-    """`PostgresRunStorage` with a pooled connection (module docstring)."""
+class _Pooled:
+    """Mixed in before a dagster-postgres storage class: the same class, with a pooled engine (module docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -59,25 +59,13 @@ class PooledPostgresRunStorage(PostgresRunStorage):
         return cls(**_arguments(inst_data, config_value))
 
 
-class PooledPostgresEventLogStorage(PostgresEventLogStorage):
-    """`PostgresEventLogStorage` with a pooled connection (module docstring)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _pool(self)
-
-    @classmethod
-    def from_config_value(cls, inst_data, config_value):  # type: ignore[override]
-        return cls(**_arguments(inst_data, config_value))
+class PooledPostgresRunStorage(_Pooled, PostgresRunStorage):
+    """`PostgresRunStorage` with a pooled connection."""
 
 
-class PooledPostgresScheduleStorage(PostgresScheduleStorage):
-    """`PostgresScheduleStorage` with a pooled connection (module docstring)."""
+class PooledPostgresEventLogStorage(_Pooled, PostgresEventLogStorage):
+    """`PostgresEventLogStorage` with a pooled connection."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _pool(self)
 
-    @classmethod
-    def from_config_value(cls, inst_data, config_value):  # type: ignore[override]
-        return cls(**_arguments(inst_data, config_value))
+class PooledPostgresScheduleStorage(_Pooled, PostgresScheduleStorage):
+    """`PostgresScheduleStorage` with a pooled connection."""

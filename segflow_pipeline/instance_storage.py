@@ -12,8 +12,9 @@ process (the daemon, each run, the code server) keeps `POOL_SIZE` connection per
 - threads that need a connection while the pooled one is busy get a short-lived one (`MAX_OVERFLOW`);
 - connection settings of the config (`params`, e.g. `synchronous_commit`) apply to every pooled connection.
 
-The same engine settings are what Dagster itself uses in its web server (`optimize_for_webserver`); the classes
-swap the engine the same way that method does. Table creation, migrations and every query are Dagster's.
+Dagster builds the same kind of engine for its own web server (`optimize_for_webserver`: a pool of one, plus a
+statement timeout), and the classes swap the engine the way that method does; here connections are also tested
+before use. Table creation, migrations and every query are Dagster's.
 """
 
 from __future__ import annotations

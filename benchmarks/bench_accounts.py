@@ -86,26 +86,6 @@ def _cpu_fields(pid: int) -> tuple[int, float, float]:
     return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK_S, (int(fields[13]) + int(fields[14])) / TICK_S
 
 
-def _children() -> dict[int, list[int]]:
-    found: dict[int, list[int]] = defaultdict(list)
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                found[_cpu_fields(int(entry))[0]].append(int(entry))
-            except (OSError, ValueError, IndexError):
-                pass
-    return found
-
-
-def _tree(root: int) -> list[int]:
-    children, found, todo = _children(), [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 class CpuMeter:
     """CPU-seconds of this benchmark's child processes (the daemon, its code servers and every run, each sampled
     every `interval_s` until it exits: a process shorter than that is missed) and of the PostgreSQL server (its
@@ -121,7 +101,7 @@ class CpuMeter:
 
     def _postgres(self) -> float:
         own = sum(_cpu_fields(self.postmaster)[1:])
-        return own + sum(self._own(pid) for pid in _tree(self.postmaster))
+        return own + sum(self._own(pid) for pid in harness.descendants(self.postmaster))
 
     @staticmethod
     def _own(pid: int) -> float:
@@ -132,7 +112,7 @@ class CpuMeter:
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval_s):
-            for pid in _tree(os.getpid()):
+            for pid in harness.descendants(os.getpid()):
                 self.seen[pid] = max(self.seen.get(pid, 0.0), self._own(pid))
 
     def __enter__(self) -> "CpuMeter":

@@ -168,7 +168,8 @@ def launch_run(tags: Mapping[str, str], timeout_s: float = 120) -> None:
                    cwd=PROJECT, check=True, capture_output=True, text=True, timeout=timeout_s)
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children, their children, ...), from /proc."""
     children: dict[int, list[int]] = {}
     for stat in glob.glob("/proc/[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
@@ -199,7 +200,7 @@ def daemon(log: Path) -> Iterator[subprocess.Popen]:
     try:
         yield proc
     finally:
-        started = _descendants(proc.pid)
+        started = descendants(proc.pid)
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
